@@ -1,0 +1,103 @@
+"""Builds the ASGI app of each role from a :class:`~gridgate.runtime.Runtime`."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import BaseRoute, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+import gridgate
+from gridgate.catalog.routes import router as catalog_router
+from gridgate.errors import NotFound, install_problem_handlers
+from gridgate.operators.routes import router as operators_router
+from gridgate.runtime import Runtime
+from gridgate.web.health import probe_routes
+from gridgate.web.middleware import BodyLimitMiddleware, TraceMiddleware
+
+__all__ = ["ROLES", "build_admin", "build_app", "build_gateway", "build_registry"]
+
+_DOCS_ASSETS = "/admin/static/docs"
+#: Bodies the channel-facing and registry listeners accept until their issues set their own.
+_DEFAULT_MAX_BODY = 1_048_576
+
+
+def _wrap(app: ASGIApp, listener: str, max_body: int) -> ASGIApp:
+    return TraceMiddleware(BodyLimitMiddleware(app, max_bytes=max_body), listener=listener)
+
+
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+async def _not_found(_request: Request) -> None:
+    raise NotFound("nothing is served at this path")
+
+
+def _plain(listener: str, runtime: Runtime, routes: list[BaseRoute]) -> Starlette:
+    app = Starlette(
+        routes=[*probe_routes(listener, {"database": runtime.db.ping}), *routes],
+    )
+    install_problem_handlers(app)
+    app.state.runtime = runtime
+    return app
+
+
+def build_admin(runtime: Runtime) -> ASGIApp:
+    """The operator-facing listener: admin API, OpenAPI document and Swagger UI."""
+    app = FastAPI(
+        title="gridgate admin API",
+        version=gridgate.__version__,
+        summary="Catalog, operators and audit of the gridgate channel access platform.",
+        openapi_url="/admin/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_problem_handlers(app)
+    app.state.runtime = runtime
+    api = APIRouter(prefix="/admin/v1")
+    api.include_router(operators_router)
+    api.include_router(catalog_router)
+    app.include_router(api)
+    for route in probe_routes("admin", {"database": runtime.db.ping}):
+        app.router.routes.append(route)
+    # Swagger UI from files installed with gridgate: a closed network has no CDN.
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount(_DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/admin/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/admin/openapi.json",
+            title="gridgate admin API",
+            swagger_js_url=f"{_DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{_DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{_DOCS_ASSETS}/favicon.png",
+        )
+
+    return _wrap(app, "admin", runtime.settings.admin_max_body_bytes)
+
+
+def build_gateway(runtime: Runtime) -> ASGIApp:
+    """The channel-facing listener (unified service entry); routing arrives with the gateway."""
+    app = _plain("gateway", runtime, [Route("/{path:path}", _not_found, methods=_ANY_METHOD)])
+    return _wrap(app, "gateway", _DEFAULT_MAX_BODY)
+
+
+def build_registry(runtime: Runtime) -> ASGIApp:
+    """The service-center listener; its API arrives with the registry."""
+    app = _plain("registry", runtime, [Route("/{path:path}", _not_found, methods=_ANY_METHOD)])
+    return _wrap(app, "registry", _DEFAULT_MAX_BODY)
+
+
+ROLES = {"gateway": build_gateway, "admin": build_admin, "registry": build_registry}
+
+
+def build_app(role: str, runtime: Runtime) -> ASGIApp:
+    """The ASGI app of ``role``."""
+    return ROLES[role](runtime)

@@ -1,0 +1,230 @@
+"""Typer commands. Each builds the settings once and hands them down."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import uvloop
+from rich.console import Console
+
+import gridgate
+from gridgate.app import ROLES, build_app
+from gridgate.demo.seed import seed_demo, write_demo_file
+from gridgate.errors import ConfigurationError, GridgateError
+from gridgate.logconfig import configure_logging
+from gridgate.operators.audit import Actor
+from gridgate.operators.schemas import OperatorCreate, Role
+from gridgate.operators.services import OperatorService
+from gridgate.runtime import Runtime
+from gridgate.server import Listener, ListenerError, bind, serve
+from gridgate.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="gridgate",
+    help="gridgate: unified channel access platform for electric utilities.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+operator_app = typer.Typer(help="Manage back-office operators.", no_args_is_help=True)
+app.add_typer(operator_app, name="operator")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML settings file (also GRIDGATE_CONFIG).", show_default=False),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (also GRIDGATE_DATA_DIR).", show_default=False),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        settings = load_settings(config, **overrides)
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return settings.with_development_keys()
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+@app.command()
+def version() -> None:
+    """Print the gridgate version."""
+    out.print(f"gridgate {gridgate.__version__}")
+
+
+@app.command()
+def migrate(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    revision: Annotated[str, typer.Option(help="Target schema revision.")] = "head",
+) -> None:
+    """Bring the database schema up to date (``gridgate up`` does this by itself)."""
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> str | None:
+        runtime = Runtime.build(settings)
+        try:
+            await runtime.db.migrate(revision)
+            return await runtime.db.current_revision()
+        finally:
+            await runtime.close()
+
+    out.print(f"database at revision [bold]{_run(run())}[/]")
+
+
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    gateway_port: Annotated[int | None, typer.Option(help="Gateway port (8080).")] = None,
+    admin_port: Annotated[int | None, typer.Option(help="Admin API port (8090).")] = None,
+    registry_port: Annotated[int | None, typer.Option(help="Registry port (8070).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (127.0.0.1).")] = None,
+) -> None:
+    """Run every role in one process; seed demo data on an empty data dir (development)."""
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        gateway_port=gateway_port,
+        admin_port=admin_port,
+        registry_port=registry_port,
+        bind_host=host,
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    ports = {
+        "gateway": settings.gateway_port,
+        "admin": settings.admin_port,
+        "registry": settings.registry_port,
+    }
+    _run(_up(settings, ports))
+
+
+async def _up(settings: Settings, ports: dict[str, int]) -> None:
+    runtime = Runtime.build(settings)
+    try:
+        await runtime.db.migrate()
+        seeded = None if settings.production else await seed_demo(runtime)
+        listeners = [
+            Listener(role, build_app(role, runtime), settings.bind_host, port)
+            for role, port in ports.items()
+        ]
+        try:
+            bind(listeners)
+        except ListenerError as exc:
+            raise _fail(str(exc), code=1) from None
+        urls = {lst.name: lst.url for lst in listeners}
+        out.print(f"[bold green]gridgate {gridgate.__version__}[/] is up:")
+        out.print(f"  gateway   {urls['gateway']}   (channels sign requests to it)")
+        out.print(f"  admin     {urls['admin']}/admin/docs   (admin API and Swagger UI)")
+        out.print(f"  registry  {urls['registry']}   (service center)")
+        if not settings.production:
+            demo = write_demo_file(settings.data_dir, urls, seeded)
+            note = "demo data seeded" if seeded else "existing data kept"
+            out.print(f"  {note}; credentials in [bold]{demo.resolve()}[/] (mode 0600)")
+        out.print("Press Ctrl-C to stop.")
+        await serve(listeners, shutdown_timeout_s=settings.shutdown_timeout_s)
+    finally:
+        await runtime.close()
+
+
+@app.command("serve")
+def serve_role(
+    role: Annotated[str, typer.Argument(help=f"One of: {', '.join(ROLES)}.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    port: Annotated[int | None, typer.Option(help="Port (the role's default).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (127.0.0.1).")] = None,
+) -> None:
+    """Run one role on its own listener (migrations are ``gridgate migrate``'s job here)."""
+    if role not in ROLES:
+        raise _fail(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    settings = _settings(config, data_dir=data_dir, bind_host=host)
+    configure_logging(settings.log_level, settings.log_format)
+    chosen = port if port is not None else getattr(settings, f"{role}_port")
+
+    async def run() -> None:
+        runtime = Runtime.build(settings)
+        try:
+            listener = Listener(role, build_app(role, runtime), settings.bind_host, chosen)
+            try:
+                bind([listener])
+            except ListenerError as exc:
+                raise _fail(str(exc), code=1) from None
+            out.print(f"gridgate {role} listening on {listener.url}")
+            await serve([listener], shutdown_timeout_s=settings.shutdown_timeout_s)
+        finally:
+            await runtime.close()
+
+    _run(run())
+
+
+@operator_app.command("create")
+def operator_create(
+    username: Annotated[str, typer.Option(help="Operator user name.")],
+    role: Annotated[
+        list[str], typer.Option("--role", help="admin, reviewer or auditor (repeatable).")
+    ],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create a back-office operator (the password is asked for, never given as an argument)."""
+    settings = _settings(config, data_dir=data_dir)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat: ") != password:
+            raise _fail("the passwords differ")
+    try:
+        data = OperatorCreate.model_validate(
+            {"username": username, "password": password, "roles": role}
+        )
+    except ValueError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in getattr(exc, "errors", lambda **_: [])(include_input=False)
+        )
+        raise _fail(reasons or "invalid operator") from None
+    actor = Actor(username=f"cli:{getpass.getuser()}")
+
+    async def run() -> None:
+        runtime = Runtime.build(settings)
+        try:
+            await runtime.db.migrate()
+            async with runtime.db.transaction() as session:
+                await OperatorService(session).create(data, actor)
+        finally:
+            await runtime.close()
+
+    try:
+        _run(run())
+    except GridgateError as exc:
+        raise _fail(exc.detail) from None
+    roles: list[Role] = data.roles
+    out.print(f"operator [bold]{username}[/] created with roles {', '.join(roles)}")

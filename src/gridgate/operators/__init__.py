@@ -1,0 +1,1 @@
+"""Back-office operators, their roles, and the audit trail of every admin change."""

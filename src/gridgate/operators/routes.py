@@ -1,0 +1,132 @@
+"""Admin API: operator sessions, operator management and the audit trail."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import AwareDatetime
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gridgate.operators.audit import AuditFilter, list_events
+from gridgate.operators.schemas import (
+    AuditEventOut,
+    OperatorCreate,
+    OperatorOut,
+    OperatorUpdate,
+    SessionCreate,
+    SessionOut,
+)
+from gridgate.operators.services import OperatorService
+from gridgate.runtime import Runtime
+from gridgate.schemas import Page
+from gridgate.storage.models import utcnow
+from gridgate.web.deps import Admin, PageParams, get_runtime, require
+
+__all__ = ["router"]
+
+router = APIRouter()
+AnyOperator = Annotated[Admin, Depends(require("admin", "reviewer", "auditor"))]
+AdminOnly = Annotated[Admin, Depends(require("admin"))]
+Auditor = Annotated[Admin, Depends(require("admin", "auditor"))]
+
+
+def _service(runtime: Runtime, session: AsyncSession) -> OperatorService:
+    settings = runtime.settings
+    return OperatorService(
+        session,
+        lockout_threshold=settings.operator_lockout_threshold,
+        lockout_s=settings.operator_lockout_s,
+    )
+
+
+@router.post("/session", tags=["session"], summary="Sign in as an operator")
+async def create_session(
+    body: SessionCreate, runtime: Annotated[Runtime, Depends(get_runtime)]
+) -> SessionOut:
+    """Exchange user name and password for a short-lived Bearer token."""
+    async with runtime.db.sessions() as session:
+        try:
+            operator = await _service(runtime, session).authenticate(
+                body.username, body.password.get_secret_value()
+            )
+            token = runtime.operator_tokens.issue(operator, utcnow())
+            roles = list(operator.roles)
+        finally:
+            # Failure counters must be kept even though the sign-in is refused.
+            await session.commit()
+    return SessionOut(access_token=token, expires_in=runtime.operator_tokens.ttl_s, roles=roles)
+
+
+@router.get("/session", tags=["session"], summary="Who am I")
+async def read_session(admin: AnyOperator) -> dict[str, object]:
+    """The operator the token belongs to, with their roles."""
+    return {"username": admin.principal.username, "roles": sorted(admin.principal.roles)}
+
+
+@router.delete("/session", status_code=204, tags=["session"], summary="Sign out everywhere")
+async def delete_session(admin: AnyOperator) -> Response:
+    """Revoke every token of the calling operator."""
+    async with admin.transaction() as session:
+        await OperatorService(session).logout(admin.principal.operator_id)
+    return Response(status_code=204)
+
+
+@router.get("/operators", tags=["operators"])
+async def list_operators(admin: AdminOnly, paging: PageParams) -> Page[OperatorOut]:
+    """Operators by user name."""
+    async with admin.transaction() as session:
+        items, total = await OperatorService(session).list_all(
+            page=paging.page, page_size=paging.page_size
+        )
+    return Page(items=items, total=total, page=paging.page, page_size=paging.page_size)
+
+
+@router.post("/operators", status_code=201, tags=["operators"])
+async def create_operator(body: OperatorCreate, admin: AdminOnly) -> OperatorOut:
+    """Add an operator."""
+    async with admin.transaction() as session:
+        return await OperatorService(session).create(body, admin.actor)
+
+
+@router.get("/operators/{username}", tags=["operators"])
+async def read_operator(username: str, admin: AdminOnly) -> OperatorOut:
+    """One operator."""
+    async with admin.transaction() as session:
+        return await OperatorService(session).get(username)
+
+
+@router.patch("/operators/{username}", tags=["operators"])
+async def update_operator(username: str, body: OperatorUpdate, admin: AdminOnly) -> OperatorOut:
+    """Change roles, display name, password or enabled."""
+    async with admin.transaction() as session:
+        return await OperatorService(session).update(username, body, admin.actor)
+
+
+@router.delete("/operators/{username}", status_code=204, tags=["operators"])
+async def delete_operator(username: str, admin: AdminOnly) -> Response:
+    """Remove an operator (never the last admin)."""
+    async with admin.transaction() as session:
+        await OperatorService(session).delete(username, admin.actor)
+    return Response(status_code=204)
+
+
+@router.get("/audit", tags=["audit"], summary="The audit trail, newest first")
+async def read_audit(
+    admin: Auditor,
+    paging: PageParams,
+    actor: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    resource_type: Annotated[str | None, Query(max_length=64)] = None,
+    resource_id: Annotated[str | None, Query(max_length=128)] = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+) -> Page[AuditEventOut]:
+    """Every admin change: who, what, before and after (secrets redacted), when."""
+    where = AuditFilter(actor, action, resource_type, resource_id, since, until)
+    async with admin.transaction() as session:
+        rows, total = await list_events(
+            session, where, page=paging.page, page_size=paging.page_size
+        )
+    items = [AuditEventOut.model_validate(row, from_attributes=True) for row in rows]
+    return Page(items=items, total=total, page=paging.page, page_size=paging.page_size)

@@ -1,0 +1,121 @@
+"""Runs one or more listeners on one event loop and stops them together on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Callable, Coroutine, Generator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import uvicorn
+from starlette.types import ASGIApp
+
+__all__ = ["Listener", "ListenerError", "bind", "serve"]
+
+_log = structlog.get_logger("gridgate.server")
+
+
+class ListenerError(Exception):
+    """A listener could not be opened (port taken, address not available …)."""
+
+
+@dataclass(slots=True)
+class Listener:
+    """One named ASGI app on one socket."""
+
+    name: str
+    app: ASGIApp
+    host: str
+    port: int
+    sock: socket.socket | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """Where the listener answers."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def bind(listeners: Iterable[Listener]) -> None:
+    """Open every listener's socket now, so a taken port fails before anything starts and
+    port 0 resolves to the free port the system picked."""
+    opened: list[socket.socket] = []
+    try:
+        for listener in listeners:
+            family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            opened.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((listener.host, listener.port))
+            except OSError as exc:
+                raise ListenerError(
+                    f"the {listener.name} listener cannot use {listener.host}:{listener.port}: "
+                    f"{exc.strerror}"
+                ) from None
+            listener.sock = sock
+            listener.port = sock.getsockname()[1]
+    except ListenerError:
+        for sock in opened:
+            sock.close()
+        raise
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to :func:`serve` (one for all listeners)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve(
+    listeners: list[Listener],
+    *,
+    shutdown_timeout_s: float,
+    background: Iterable[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
+) -> None:
+    """Serve every (already bound) listener until SIGINT/SIGTERM, then stop within the timeout.
+
+    ``background`` tasks get an event set at shutdown and should return soon after.
+    """
+    servers = []
+    for listener in listeners:
+        config = uvicorn.Config(
+            listener.app,
+            http="httptools",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=max(1, int(shutdown_timeout_s)),
+        )
+        servers.append(_QuietServer(config))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        if stopping.is_set():
+            for server in servers:  # a second Ctrl-C: do not wait for open connections
+                server.force_exit = True
+        stopping.set()
+        for server in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    tasks = [
+        asyncio.create_task(server.serve(sockets=[lst.sock] if lst.sock else None))
+        for server, lst in zip(servers, listeners, strict=True)
+    ]
+    tasks += [asyncio.create_task(job(stopping)) for job in background]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        _log.info("stopped", listeners=[lst.name for lst in listeners])

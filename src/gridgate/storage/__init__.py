@@ -1,0 +1,1 @@
+"""Storage: database engines and sessions, migrations, encryption of data at rest."""

@@ -1,0 +1,88 @@
+"""FastAPI dependencies shared by the admin routes of every domain."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gridgate.errors import AuthRequired, Conflict, PermissionDenied
+from gridgate.operators.audit import Actor
+from gridgate.operators.services import OperatorService, Principal
+from gridgate.runtime import Runtime
+from gridgate.web.middleware import trace_id_of
+
+__all__ = ["Admin", "Pagination", "get_runtime", "require"]
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The runtime the app factory attached to the app."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+@dataclass(frozen=True, slots=True)
+class Pagination:
+    """``?page=&page_size=`` of a list request (api.md: page from 1, page_size ≤ 200)."""
+
+    page: int
+    page_size: int
+
+
+def _pagination(
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Pagination:
+    return Pagination(page, page_size)
+
+
+PageParams = Annotated[Pagination, Depends(_pagination)]
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """An authenticated operator's request: who, and a way into the database."""
+
+    principal: Principal
+    actor: Actor
+    runtime: Runtime
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One transaction; a constraint the checks missed (a race) answers 409, not 500."""
+        try:
+            async with self.runtime.db.transaction() as session:
+                yield session
+        except IntegrityError:
+            raise Conflict("the change conflicts with existing data") from None
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthRequired("an operator Bearer token is required")
+    return token.strip()
+
+
+def require(*roles: str) -> Callable[..., Coroutine[Any, Any, Admin]]:
+    """A dependency admitting operators holding at least one of ``roles``."""
+    allowed = frozenset(roles)
+
+    async def dependency(request: Request) -> Admin:
+        runtime = get_runtime(request)
+        operator_id, generation = runtime.operator_tokens.claims(_bearer(request))
+        async with runtime.db.sessions() as session:
+            principal = await OperatorService(session).principal(operator_id, generation)
+        if not principal.roles & allowed:
+            raise PermissionDenied(f"this needs one of the roles: {', '.join(sorted(allowed))}")
+        client = request.client.host if request.client else None
+        actor = Actor(principal.username, principal.operator_id, client, trace_id_of(request.scope))
+        return Admin(principal, actor, runtime)
+
+    return dependency

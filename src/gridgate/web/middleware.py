@@ -1,0 +1,115 @@
+"""Plain ASGI middleware shared by the listeners (other scope types pass through untouched)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gridgate.errors import RequestTooLarge, problem_response
+from gridgate.web.metrics import observe_request
+
+__all__ = ["BodyLimitMiddleware", "TraceMiddleware", "trace_id_of"]
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+
+
+def trace_id_of(scope: Scope) -> str | None:
+    """The trace id the :class:`TraceMiddleware` gave this request."""
+    value = scope.get("state", {}).get("trace_id")
+    return value if isinstance(value, str) else None
+
+
+class TraceMiddleware:
+    """Give every request a trace id (from a W3C ``traceparent`` if sent), echo it as
+    ``X-Trace-Id``, and count the request in the listener's metrics."""
+
+    def __init__(self, app: ASGIApp, *, listener: str) -> None:
+        self.app = app
+        self.listener = listener
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trace_id = None
+        for name, value in scope["headers"]:
+            if name == b"traceparent":
+                match = _TRACEPARENT.match(value.decode("latin-1").strip().lower())
+                if match and match.group(1) != "0" * 32:
+                    trace_id = match.group(1)
+                break
+        trace_id = trace_id or secrets.token_hex(16)
+        scope.setdefault("state", {})["trace_id"] = trace_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_trace(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-trace-id", trace_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_trace)
+        finally:
+            observe_request(self.listener, scope, status, time.perf_counter() - started)
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` with 413 ``request.too_large``, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.max_bytes + 1
+                if declared > self.max_bytes:
+                    await self._refuse(scope, receive, send)
+                    return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLargeError:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = RequestTooLarge(f"the body must be at most {self.max_bytes} bytes")
+        await problem_response(error, trace_id_of(scope))(scope, receive, send)
