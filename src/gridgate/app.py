@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -60,12 +60,12 @@ def build_admin(runtime: Runtime) -> ASGIApp:
     )
     install_problem_handlers(app)
     app.state.runtime = runtime
-    api = APIRouter(prefix="/admin/v1")
-    api.include_router(operators_router)
-    api.include_router(catalog_router)
-    app.include_router(api)
+    app.include_router(operators_router)
+    app.include_router(catalog_router)
     for route in probe_routes("admin", {"database": runtime.db.ping}):
-        app.router.routes.append(route)
+        # As API routes (outside the schema) so metrics see their template like any other.
+        assert isinstance(route, Route)  # noqa: S101 - probe_routes builds plain routes
+        app.add_api_route(route.path, route.endpoint, methods=["GET"], include_in_schema=False)
     # Swagger UI from files installed with gridgate: a closed network has no CDN.
     assets = resources.files("fastapi_offline") / "static"
     app.mount(_DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import orjson
 import structlog
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -236,6 +237,17 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(error, _trace_id(request))
 
 
+async def _on_data_error(request: Request, exc: Exception) -> Response:
+    # The database refused a value the validation let through (an encoding, a range): the
+    # caller's input is at fault, and nothing was stored since the transaction rolled back.
+    _log.warning(
+        "database_refused_value", trace_id=_trace_id(request), error_type=type(exc).__name__
+    )
+    return problem_response(
+        InvalidRequest("a value was refused by the database"), _trace_id(request)
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     # A 500 is a bug: log it with the trace id so it can be found, tell the caller nothing more.
     _log.error(
@@ -252,5 +264,6 @@ def install_problem_handlers(app: Starlette) -> None:
     """Make every error raised inside ``app`` answer as problem+json."""
     app.add_exception_handler(GridgateError, _on_gridgate_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(DataError, _on_data_error)
     app.add_exception_handler(HTTPException, _on_http_exception)
     app.add_exception_handler(Exception, _on_unexpected)

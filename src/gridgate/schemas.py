@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+import re
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = ["Code", "Description", "Level", "Name", "Page", "StrictModel"]
 
@@ -21,10 +23,37 @@ Description = Annotated[str, StringConstraints(max_length=2000)]
 Level = Annotated[int, Field(ge=0, le=2)]
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _no_control_characters(value: Any, path: str = "") -> None:
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            raise PydanticCustomError(
+                "control_character",
+                "control characters are not allowed{where}",
+                {"where": f" (in {path})" if path else ""},
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_control_characters(key, path)
+            _no_control_characters(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _no_control_characters(item, f"{path}.{index}" if path else str(index))
+
+
 class StrictModel(BaseModel):
-    """A request body: unknown fields are refused, never silently ignored."""
+    """A request body: unknown fields are refused, never silently ignored, and text carries
+    no control characters (PostgreSQL refuses NUL, and none belongs in a name or code)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_text(cls, data: Any) -> Any:
+        _no_control_characters(data)
+        return data
 
 
 class Page(BaseModel, Generic[T]):

@@ -27,15 +27,17 @@ from gridgate.catalog.schemas import (
 )
 from gridgate.catalog.services import CatalogService
 from gridgate.schemas import Page
-from gridgate.web.deps import Admin, PageParams, require
+from gridgate.web.deps import ADMIN_PREFIX, Admin, PageParams, require
 
 __all__ = ["router"]
 
-router = APIRouter()
+# The full prefix lives here so each route's own path is its whole template (metrics labels).
+router = APIRouter(prefix=ADMIN_PREFIX)
 Reader = Annotated[Admin, Depends(require("admin", "auditor"))]
 Writer = Annotated[Admin, Depends(require("admin"))]
-CodeParam = Annotated[str, Path(max_length=64)]
+CodeParam = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_.\-]{0,63}$")]
 IdParam = Annotated[int, Path(ge=1, le=2**62)]
+CodeFilter = Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_.\-]{0,63}$")]
 _NO_CONTENT = 204
 
 
@@ -145,8 +147,8 @@ async def delete_channel(code: CodeParam, admin: Writer) -> Response:
 async def list_interfaces(
     admin: Reader,
     paging: PageParams,
-    provider: Annotated[str | None, Query(max_length=64)] = None,
-    channel: Annotated[str | None, Query(max_length=64)] = None,
+    provider: CodeFilter = None,
+    channel: CodeFilter = None,
     enabled: bool | None = None,
 ) -> Page[InterfaceOut]:
     """Interfaces by code, optionally of one provider, callable by one channel, or by state."""
@@ -215,7 +217,7 @@ async def replace_authorizations(
 async def list_components(
     admin: Reader,
     paging: PageParams,
-    channel: Annotated[str | None, Query(max_length=64)] = None,
+    channel: CodeFilter = None,
 ) -> Page[ComponentOut]:
     """Channel components by channel and code."""
     async with _catalog(admin) as catalog:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,11 +21,15 @@ from gridgate.operators.services import OperatorService
 from gridgate.runtime import Runtime
 from gridgate.schemas import Page
 from gridgate.storage.models import utcnow
-from gridgate.web.deps import Admin, PageParams, get_runtime, require
+from gridgate.web.deps import ADMIN_PREFIX, Admin, PageParams, get_runtime, require
+
+UsernameParam = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_.\-]{0,63}$")]
+FilterText = Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 __all__ = ["router"]
 
-router = APIRouter()
+# The full prefix lives here so each route's own path is its whole template (metrics labels).
+router = APIRouter(prefix=ADMIN_PREFIX)
 AnyOperator = Annotated[Admin, Depends(require("admin", "reviewer", "auditor"))]
 AdminOnly = Annotated[Admin, Depends(require("admin"))]
 Auditor = Annotated[Admin, Depends(require("admin", "auditor"))]
@@ -90,21 +94,23 @@ async def create_operator(body: OperatorCreate, admin: AdminOnly) -> OperatorOut
 
 
 @router.get("/operators/{username}", tags=["operators"])
-async def read_operator(username: str, admin: AdminOnly) -> OperatorOut:
+async def read_operator(username: UsernameParam, admin: AdminOnly) -> OperatorOut:
     """One operator."""
     async with admin.transaction() as session:
         return await OperatorService(session).get(username)
 
 
 @router.patch("/operators/{username}", tags=["operators"])
-async def update_operator(username: str, body: OperatorUpdate, admin: AdminOnly) -> OperatorOut:
+async def update_operator(
+    username: UsernameParam, body: OperatorUpdate, admin: AdminOnly
+) -> OperatorOut:
     """Change roles, display name, password or enabled."""
     async with admin.transaction() as session:
         return await OperatorService(session).update(username, body, admin.actor)
 
 
 @router.delete("/operators/{username}", status_code=204, tags=["operators"])
-async def delete_operator(username: str, admin: AdminOnly) -> Response:
+async def delete_operator(username: UsernameParam, admin: AdminOnly) -> Response:
     """Remove an operator (never the last admin)."""
     async with admin.transaction() as session:
         await OperatorService(session).delete(username, admin.actor)
@@ -115,10 +121,10 @@ async def delete_operator(username: str, admin: AdminOnly) -> Response:
 async def read_audit(
     admin: Auditor,
     paging: PageParams,
-    actor: Annotated[str | None, Query(max_length=64)] = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    resource_type: Annotated[str | None, Query(max_length=64)] = None,
-    resource_id: Annotated[str | None, Query(max_length=128)] = None,
+    actor: FilterText = None,
+    action: FilterText = None,
+    resource_type: FilterText = None,
+    resource_id: FilterText = None,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
 ) -> Page[AuditEventOut]:

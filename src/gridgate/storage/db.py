@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -77,15 +77,21 @@ class Database:
         return True
 
     async def migrate(self, revision: str = "head") -> None:
-        """Bring the schema to ``revision`` (default: the newest)."""
+        """Bring the schema up to ``revision`` (default: the newest)."""
+        await self._alembic(command.upgrade, revision)
 
-        def upgrade(connection: Connection) -> None:
+    async def downgrade(self, revision: str) -> None:
+        """Take the schema back to ``revision`` (``base``: no tables at all)."""
+        await self._alembic(command.downgrade, revision)
+
+    async def _alembic(self, step: Callable[[Config, str], None], revision: str) -> None:
+        def run(connection: Connection) -> None:
             config = alembic_config()
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            step(config, revision)
 
         async with self.engine.begin() as conn:
-            await conn.run_sync(upgrade)
+            await conn.run_sync(run)
 
     async def current_revision(self) -> str | None:
         """The schema revision the database is at, or None when never migrated."""

@@ -17,7 +17,10 @@ from gridgate.operators.services import OperatorService, Principal
 from gridgate.runtime import Runtime
 from gridgate.web.middleware import trace_id_of
 
-__all__ = ["Admin", "Pagination", "get_runtime", "require"]
+__all__ = ["ADMIN_PREFIX", "Admin", "Pagination", "get_runtime", "require"]
+
+#: Where the admin API lives on the admin listener.
+ADMIN_PREFIX = "/admin/v1"
 
 
 def get_runtime(request: Request) -> Runtime:

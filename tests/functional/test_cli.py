@@ -1,0 +1,107 @@
+"""The smaller commands: version, migrate, operator create."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gridgate
+from gridgate.operators.services import OperatorService
+from gridgate.runtime import Runtime
+from gridgate.settings import load_settings
+
+
+def _gridgate(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GRIDGATE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gridgate", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **(env or {})},
+    )
+
+
+def test_version() -> None:
+    result = _gridgate("version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"gridgate {gridgate.__version__}"
+
+
+def test_migrate_then_operator_create(tmp_path: Path) -> None:
+    migrated = _gridgate("migrate", "--data-dir", str(tmp_path))
+    assert migrated.returncode == 0, migrated.stderr
+    assert "0001" in migrated.stdout
+    created = _gridgate(
+        "operator",
+        "create",
+        "--username",
+        "carol",
+        "--role",
+        "reviewer",
+        "--role",
+        "auditor",
+        "--password-stdin",
+        "--data-dir",
+        str(tmp_path),
+        stdin="a-strong-reviewer-password\n",
+    )
+    assert created.returncode == 0, created.stderr
+    assert "a-strong-reviewer-password" not in created.stdout + created.stderr
+
+    async def check() -> None:
+        runtime = Runtime.build(load_settings(data_dir=tmp_path).with_development_keys())
+        try:
+            async with runtime.db.transaction() as session:
+                operator = await OperatorService(session).authenticate(
+                    "carol", "a-strong-reviewer-password"
+                )
+                assert sorted(operator.roles) == ["auditor", "reviewer"]
+        finally:
+            await runtime.close()
+
+    asyncio.run(check())
+    again = _gridgate(
+        "operator",
+        "create",
+        "--username",
+        "carol",
+        "--role",
+        "admin",
+        "--password-stdin",
+        "--data-dir",
+        str(tmp_path),
+        stdin="a-strong-reviewer-password\n",
+    )
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+
+
+def test_operator_create_refuses_weak_password_without_echoing_it(tmp_path: Path) -> None:
+    result = _gridgate(
+        "operator",
+        "create",
+        "--username",
+        "dave",
+        "--role",
+        "admin",
+        "--password-stdin",
+        "--data-dir",
+        str(tmp_path),
+        stdin="weakpw\n",
+    )
+    assert result.returncode == 2
+    assert "password" in result.stderr
+    assert "weakpw" not in result.stderr + result.stdout
+
+
+def test_serve_rejects_unknown_role(tmp_path: Path) -> None:
+    result = _gridgate("serve", "nonsense", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "unknown role" in result.stderr

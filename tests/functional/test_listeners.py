@@ -1,0 +1,102 @@
+"""What every listener serves: probes, metrics, trace ids; the admin docs without a CDN."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from gridgate.app import ROLES, build_app
+from gridgate.runtime import Runtime
+from tests.conftest import make_settings
+
+
+def _client(role: str, runtime: Runtime) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=build_app(role, runtime))
+    return httpx.AsyncClient(transport=transport, base_url=f"http://{role}.test")
+
+
+@pytest.mark.parametrize("role", list(ROLES))
+async def test_probes_and_metrics(role: str, runtime: Runtime) -> None:
+    async with _client(role, runtime) as client:
+        health = await client.get("/healthz")
+        assert health.status_code == 200 and health.json()["listener"] == role
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"database": "ok"}
+        await client.get("/no/such/path/1234")
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200
+        assert metrics.headers["content-type"].startswith("text/plain")
+        text = metrics.text
+        assert f'listener="{role}",method="GET",route="/healthz",status="2xx"' in text
+        # Raw paths never become labels: unmatched requests share one series.
+        assert "/no/such/path/1234" not in text
+        assert "x-trace-id" in health.headers
+
+
+async def test_readyz_fails_when_the_database_is_gone(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    missing = tmp_path_factory.mktemp("ro") / "absent" / "nowhere.db"
+    runtime = Runtime.build(
+        make_settings(
+            tmp_path_factory.mktemp("data"), database_url=f"sqlite+aiosqlite:///{missing}"
+        )
+    )
+    try:
+        async with _client("admin", runtime) as client:
+            ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"database": "failing"}
+    finally:
+        await runtime.close()
+
+
+async def test_trace_id_comes_from_traceparent(runtime: Runtime) -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with _client("gateway", runtime) as client:
+        answer = await client.get("/x", headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+        assert answer.headers["x-trace-id"] == trace
+        assert answer.json()["trace_id"] == trace
+        bogus = await client.get("/x", headers={"traceparent": "garbage"})
+        assert re.fullmatch(r"[0-9a-f]{32}", bogus.headers["x-trace-id"])
+        assert bogus.headers["x-trace-id"] != trace
+
+
+async def test_gateway_answers_unknown_paths_with_problem(runtime: Runtime) -> None:
+    async with _client("gateway", runtime) as client:
+        for method in ("GET", "POST", "DELETE"):
+            answer = await client.request(method, "/api/v1/unknown")
+            assert answer.status_code == 404
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.json()["code"] == "not_found"
+
+
+async def test_admin_docs_are_served_locally(runtime: Runtime) -> None:
+    async with _client("admin", runtime) as client:
+        page = await client.get("/admin/docs")
+        assert page.status_code == 200
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert assets and all(a.startswith("/admin/") for a in assets), assets
+        for asset in assets:
+            assert (await client.get(asset)).status_code == 200, asset
+        assert "cdn" not in page.text.lower()
+        document = (await client.get("/admin/openapi.json")).json()
+        assert document["openapi"].startswith("3.1")
+        for path in (
+            "/admin/v1/session",
+            "/admin/v1/channels/{code}/secret",
+            "/admin/v1/audit",
+            "/admin/v1/interfaces/{code}/authorizations",
+            "/admin/v1/components/{component_id}",
+        ):
+            assert path in document["paths"]
+
+
+async def test_admin_metrics_label_routes_by_template(admin: httpx.AsyncClient) -> None:
+    await admin.get("/admin/v1/channels/ghost")
+    text = (await admin.get("/metrics")).text
+    assert 'route="/admin/v1/channels/{code}"' in text
+    assert "/admin/v1/channels/ghost" not in text

@@ -1,0 +1,189 @@
+"""`gridgate up` as a newcomer runs it: three listeners, demo data, clean stop, data kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+START_DEADLINE_S = 60
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDGATE_")}
+    env["GRIDGATE_LOG_LEVEL"] = "warning"
+    return env
+
+
+class Up:
+    """A `gridgate up` process on free ports in its own data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.demo = data_dir / "demo.json"
+        before = self.demo.stat().st_mtime_ns if self.demo.exists() else None
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gridgate",
+                "up",
+                "--data-dir",
+                str(data_dir),
+                "--gateway-port",
+                "0",
+                "--admin-port",
+                "0",
+                "--registry-port",
+                "0",
+            ],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + START_DEADLINE_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gridgate up exited: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+            fresh = self.demo.exists() and self.demo.stat().st_mtime_ns != before
+            if fresh and self._answers():
+                return
+            time.sleep(0.1)
+        raise AssertionError("gridgate up did not come up in time")
+
+    def _answers(self) -> bool:
+        try:
+            urls = json.loads(self.demo.read_text())
+            return httpx.get(f"{urls['admin']}/healthz", timeout=1).status_code == 200
+        except (ValueError, KeyError, httpx.HTTPError):
+            return False
+
+    @property
+    def urls(self) -> dict[str, object]:
+        return json.loads(self.demo.read_text())
+
+    def stop(self) -> float:
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=15)
+        return time.monotonic() - started
+
+
+@pytest.fixture
+def up_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "data"
+
+
+def test_up_serves_seeds_stops_and_keeps_data(up_dir: Path) -> None:
+    first = Up(up_dir)
+    try:
+        demo = first.urls
+        assert stat.S_IMODE(first.demo.stat().st_mode) == 0o600
+        assert {c["code"] for c in demo["channels"]} == {"app", "wechat", "web95598"}  # type: ignore[index]
+        for role in ("gateway", "admin", "registry"):
+            url = demo[role]
+            assert httpx.get(f"{url}/healthz").json()["listener"] == role
+            assert httpx.get(f"{url}/readyz").status_code == 200
+            assert httpx.get(f"{url}/metrics").status_code == 200
+        admin = str(demo["admin"])
+        operator = demo["operator"]
+        token = httpx.post(f"{admin}/admin/v1/session", json=operator).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        systems = httpx.get(f"{admin}/admin/v1/business-systems", headers=auth).json()
+        assert {"marketing", "billing", "payment", "notices"} <= {
+            s["code"] for s in systems["items"]
+        }
+        interfaces = httpx.get(
+            f"{admin}/admin/v1/interfaces", params={"page_size": 200}, headers=auth
+        ).json()
+        paths = {(i["method"], i["path"]) for i in interfaces["items"]}
+        assert ("GET", "/api/v1/customers/{customer_no}/bills") in paths
+        assert ("POST", "/api/v1/payments") in paths
+        payments = next(i for i in interfaces["items"] if i["code"] == "payment.create")
+        assert payments["idempotent"] is False
+        assert httpx.get(f"{admin}/admin/docs").status_code == 200
+        # Something changed between the two starts must still be there after the second.
+        made = httpx.post(
+            f"{admin}/admin/v1/channels",
+            headers=auth,
+            json={"code": "partner1", "name": "合作方", "type": "partner"},
+        )
+        assert made.status_code == 201
+        first_out = first.proc.stdout
+        assert first.stop() < 5
+        assert first.proc.returncode == 0
+        assert str(first.demo.resolve()) in first_out.read()  # type: ignore[union-attr]
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+
+    second = Up(up_dir)
+    try:
+        again = second.urls
+        assert again["channels"] == demo["channels"]  # secrets kept, not re-seeded
+        admin = str(again["admin"])
+        token = httpx.post(f"{admin}/admin/v1/session", json=again["operator"]).json()[
+            "access_token"
+        ]
+        auth = {"Authorization": f"Bearer {token}"}
+        channels = httpx.get(f"{admin}/admin/v1/channels", headers=auth).json()
+        assert {c["code"] for c in channels["items"]} == {"app", "wechat", "web95598", "partner1"}
+        assert second.stop() < 5
+    finally:
+        if second.proc.poll() is None:
+            second.proc.kill()
+
+
+def test_up_refuses_a_taken_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gridgate",
+                "up",
+                "--data-dir",
+                str(tmp_path),
+                "--gateway-port",
+                str(port),
+                "--admin-port",
+                "0",
+                "--registry-port",
+                "0",
+            ],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_production_refuses_without_secrets_and_never_seeds(tmp_path: Path) -> None:
+    env = {**_env(), "GRIDGATE_ENV": "production"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "gridgate", "up", "--data-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "GRIDGATE_SECRET_KEY" in refused.stderr and "GRIDGATE_DATA_KEY" in refused.stderr
+    assert not (tmp_path / "demo.json").exists()

@@ -1,0 +1,108 @@
+"""Settings: environment and TOML, secrets hidden, production refuses weak configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from gridgate.errors import ConfigurationError
+from gridgate.settings import load_settings, mask_url, new_key
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("GRIDGATE_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.env == "development"
+    assert (settings.gateway_port, settings.admin_port, settings.registry_port) == (
+        8080,
+        8090,
+        8070,
+    )
+    assert settings.effective_database_url.startswith("sqlite+aiosqlite:///")
+
+
+def test_environment_beats_toml_and_cli_beats_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "gridgate.toml"
+    config.write_text('admin_port = 9000\ngateway_port = 9001\nregistry_urls = ["http://a:8070"]\n')
+    monkeypatch.setenv("GRIDGATE_GATEWAY_PORT", "9101")
+    monkeypatch.setenv("GRIDGATE_REGISTRY_URLS", "http://r1:8070, http://r2:8070/")
+    settings = load_settings(config, registry_port=9200)
+    assert settings.admin_port == 9000  # TOML
+    assert settings.gateway_port == 9101  # environment over TOML
+    assert settings.registry_port == 9200  # command line over all
+    assert settings.registry_urls == ["http://r1:8070", "http://r2:8070"]
+
+
+def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "g.toml"
+    config.write_text('log_format = "console"\n')
+    monkeypatch.setenv("GRIDGATE_CONFIG", str(config))
+    assert load_settings().log_format == "console"
+    monkeypatch.setenv("GRIDGATE_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_settings()
+
+
+def test_secrets_never_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = new_key()
+    monkeypatch.setenv("GRIDGATE_SECRET_KEY", "super-secret-signing-key-value-0123456789")
+    monkeypatch.setenv("GRIDGATE_DATA_KEY", key)
+    monkeypatch.setenv("GRIDGATE_DATABASE_URL", "postgresql+asyncpg://gg:pa55word@db:5432/gg")
+    monkeypatch.setenv("GRIDGATE_REDIS_URL", "redis://:redispw@cache:6379/0")
+    text = repr(load_settings()) + str(load_settings())
+    for secret in ("super-secret-signing-key", key, "pa55word", "redispw"):
+        assert secret not in text
+    assert "postgresql+asyncpg://gg:***@db:5432/gg" in text
+
+
+def test_invalid_values_are_refused_without_echo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRIDGATE_DATA_KEY", "not-a-key-but-a-secret-value")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "data_key" in str(caught.value)
+    assert "not-a-key-but-a-secret-value" not in str(caught.value)
+    monkeypatch.delenv("GRIDGATE_DATA_KEY")
+    with pytest.raises(ConfigurationError, match="gateway_port"):
+        load_settings(gateway_port=70000)
+
+
+def test_production_requires_real_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRIDGATE_ENV", "production")
+    with pytest.raises(ConfigurationError, match="GRIDGATE_SECRET_KEY"):
+        load_settings()
+    monkeypatch.setenv("GRIDGATE_SECRET_KEY", "short")
+    monkeypatch.setenv("GRIDGATE_DATA_KEY", new_key())
+    with pytest.raises(ConfigurationError, match="at least 32 bytes"):
+        load_settings()
+    monkeypatch.setenv("GRIDGATE_SECRET_KEY", new_key())
+    settings = load_settings()
+    assert settings.production
+    assert settings.with_development_keys() is settings  # never writes keys in production
+
+
+def test_development_keys_are_generated_once_and_kept(tmp_path: Path) -> None:
+    first = load_settings(data_dir=tmp_path).with_development_keys()
+    keys = tmp_path / "keys.json"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    second = load_settings(data_dir=tmp_path).with_development_keys()
+    assert first.data_keys == second.data_keys
+    assert first.signing_key == second.signing_key
+    assert json.loads(keys.read_text())["data_key"]
+
+
+def test_mask_url() -> None:
+    assert mask_url("redis://cache:6379") == "redis://cache:6379"
+    assert mask_url("nats://u:p@n:4222") == "nats://u:***@n:4222"
+    assert mask_url(None) is None
