@@ -103,6 +103,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "data_dir": tmp_path,
         "secret_key": new_key(),
         "data_key": new_key(),
+        "registry_token": new_key(),
         **overrides,
     }
     return Settings(**values)

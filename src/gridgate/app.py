@@ -17,19 +17,18 @@ import gridgate
 from gridgate.catalog.routes import router as catalog_router
 from gridgate.errors import NotFound, install_problem_handlers
 from gridgate.operators.routes import router as operators_router
+from gridgate.registry.routes import registry_routes
 from gridgate.runtime import Runtime
 from gridgate.web.health import probe_routes
-from gridgate.web.middleware import BodyLimitMiddleware, TraceMiddleware
+from gridgate.web.middleware import wrap_listener
 
 __all__ = ["ROLES", "build_admin", "build_app", "build_gateway", "build_registry"]
 
 _DOCS_ASSETS = "/admin/static/docs"
-#: Bodies the channel-facing and registry listeners accept until their issues set their own.
+#: Bodies the channel-facing listener accepts until the gateway sets its own limits.
 _DEFAULT_MAX_BODY = 1_048_576
-
-
-def _wrap(app: ASGIApp, listener: str, max_body: int) -> ASGIApp:
-    return TraceMiddleware(BodyLimitMiddleware(app, max_bytes=max_body), listener=listener)
+#: A registration is a few hundred bytes; nothing bigger belongs on the registry listener.
+_REGISTRY_MAX_BODY = 64 * 1024
 
 
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -80,19 +79,30 @@ def build_admin(runtime: Runtime) -> ASGIApp:
             swagger_favicon_url=f"{_DOCS_ASSETS}/favicon.png",
         )
 
-    return _wrap(app, "admin", runtime.settings.admin_max_body_bytes)
+    return wrap_listener(app, "admin", runtime.settings.admin_max_body_bytes)
 
 
 def build_gateway(runtime: Runtime) -> ASGIApp:
     """The channel-facing listener (unified service entry); routing arrives with the gateway."""
     app = _plain("gateway", runtime, [Route("/{path:path}", _not_found, methods=_ANY_METHOD)])
-    return _wrap(app, "gateway", _DEFAULT_MAX_BODY)
+    return wrap_listener(app, "gateway", _DEFAULT_MAX_BODY)
 
 
 def build_registry(runtime: Runtime) -> ASGIApp:
-    """The service-center listener; its API arrives with the registry."""
-    app = _plain("registry", runtime, [Route("/{path:path}", _not_found, methods=_ANY_METHOD)])
-    return _wrap(app, "registry", _DEFAULT_MAX_BODY)
+    """The service-center listener (R1): registration, discovery, watch, nodes."""
+    routes = registry_routes(runtime.registry, runtime.registry_auth)
+    app = Starlette(
+        routes=[
+            *probe_routes(
+                "registry", {"database": runtime.db.ping, "registry_store": runtime.registry.ping}
+            ),
+            *routes,
+            Route("/{path:path}", _not_found, methods=_ANY_METHOD),
+        ]
+    )
+    install_problem_handlers(app)
+    app.state.runtime = runtime
+    return wrap_listener(app, "registry", _REGISTRY_MAX_BODY)
 
 
 ROLES = {"gateway": build_gateway, "admin": build_admin, "registry": build_registry}

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
+
 from gridgate.operators.services import TokenIssuer
+from gridgate.registry.auth import RegistryAuth
+from gridgate.registry.interfaces import RegistryStore, Timings
+from gridgate.registry.memory import MemoryRegistryStore
+from gridgate.registry.redis_store import RedisRegistryStore
 from gridgate.settings import Settings
 from gridgate.storage.crypto import SecretBox
 from gridgate.storage.db import Database
@@ -20,17 +26,37 @@ class Runtime:
     db: Database
     box: SecretBox
     operator_tokens: TokenIssuer
+    registry: RegistryStore
+    registry_auth: RegistryAuth
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         """Wire the stores the settings name (keys must already be resolved)."""
+        db = Database(settings.effective_database_url)
+        box = SecretBox(settings.data_keys)
+        timings = Timings(
+            heartbeat_interval_s=settings.registry_heartbeat_s,
+            unhealthy_after_s=settings.registry_unhealthy_s,
+            remove_after_s=settings.registry_remove_s,
+        )
+        registry: RegistryStore
+        if settings.redis_url:
+            registry = RedisRegistryStore(
+                Redis.from_url(settings.redis_url), timings, owns_client=True
+            )
+        else:
+            registry = MemoryRegistryStore(timings)
+        token = settings.registry_token.get_secret_value() if settings.registry_token else None
         return cls(
             settings=settings,
-            db=Database(settings.effective_database_url),
-            box=SecretBox(settings.data_keys),
+            db=db,
+            box=box,
             operator_tokens=TokenIssuer(settings.signing_key, settings.operator_token_ttl_s),
+            registry=registry,
+            registry_auth=RegistryAuth(db, box, token=token),
         )
 
     async def close(self) -> None:
         """Release connections."""
+        await self.registry.close()
         await self.db.dispose()

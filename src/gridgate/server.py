@@ -92,6 +92,9 @@ async def serve(
             log_config=None,
             access_log=False,
             server_header=False,
+            # Longer than any client's idle time between calls (heartbeats every 5 s): a
+            # connection closed by the server just as a client reuses it fails that call.
+            timeout_keep_alive=65,
             timeout_graceful_shutdown=max(1, int(shutdown_timeout_s)),
         )
         servers.append(_QuietServer(config))

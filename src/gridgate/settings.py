@@ -93,6 +93,18 @@ class Settings(BaseSettings):
     data_key: SecretStr | None = None
     previous_data_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
+    #: Bearer token that lets gateways and tools read the service center (writes use the
+    #: business system's own credentials from the catalog).
+    registry_token: SecretStr | None = None
+    #: The URL other nodes and clients should use for this registry node (default: bind address).
+    registry_advertise_url: str | None = None
+    #: The password a demo business system (``gridgate serve demo-<system>``) registers with;
+    #: unset, it is read from ``DATA_DIR/demo.json``.
+    business_system_password: SecretStr | None = None
+    registry_heartbeat_s: float = Field(5.0, gt=0, le=60)
+    registry_unhealthy_s: float = Field(15.0, gt=0, le=600)
+    registry_remove_s: float = Field(30.0, gt=0, le=3600)
+
     operator_token_ttl_s: int = Field(900, ge=60, le=86_400)
     operator_lockout_threshold: int = Field(10, ge=3, le=100)
     operator_lockout_s: int = Field(900, ge=60, le=3600)
@@ -196,21 +208,17 @@ class Settings(BaseSettings):
         A newcomer needs no configuration, yet a second start must decrypt what the first
         stored, so generated keys are kept in the data dir with mode 0600.
         """
-        if self.production or (self.secret_key is not None and self.data_key is not None):
+        names = ("secret_key", "data_key", "registry_token")
+        missing = [name for name in names if getattr(self, name) is None]
+        if self.production or not missing:
             return self
         path = self.data_dir / _DEV_KEYS_FILE
-        if path.exists():
-            stored = json.loads(path.read_text())
-        else:
-            stored = {"secret_key": new_key(), "data_key": new_key()}
+        stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        if any(name not in stored for name in names):
+            stored = {name: stored.get(name) or new_key() for name in names}
             self.data_dir.mkdir(parents=True, exist_ok=True)
             write_private(path, json.dumps(stored, indent=2))
-        update: dict[str, Any] = {}
-        if self.secret_key is None:
-            update["secret_key"] = SecretStr(stored["secret_key"])
-        if self.data_key is None:
-            update["data_key"] = SecretStr(stored["data_key"])
-        return self.model_copy(update=update)
+        return self.model_copy(update={name: SecretStr(stored[name]) for name in missing})
 
 
 def write_private(path: Path, text: str) -> None:

@@ -226,13 +226,15 @@ class CatalogService:
         await self.session.delete(row)
         await self._changed("business_system.delete", "business_system", code, before, None)
 
+    async def business_system_password(self, code: str) -> str | None:
+        """The business system's password in clear, for the platform's own use (never the API)."""
+        row = (await self.session.scalars(select(BusinessSystem).filter_by(code=code))).first()
+        return None if row is None else self.box.open(row.password_sealed, SYSTEM_PASSWORD)
+
     async def check_business_system_password(self, code: str, password: str) -> bool:
         """True when ``password`` is the business system's (constant-time compare)."""
-        row = (await self.session.scalars(select(BusinessSystem).filter_by(code=code))).first()
-        if row is None:
-            return False
-        stored = self.box.open(row.password_sealed, SYSTEM_PASSWORD)
-        return secrets.compare_digest(stored.encode(), password.encode())
+        stored = await self.business_system_password(code)
+        return stored is not None and secrets.compare_digest(stored.encode(), password.encode())
 
     # -- channels (R4) ----------------------------------------------------------------------
 

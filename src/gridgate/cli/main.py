@@ -15,12 +15,16 @@ from rich.console import Console
 
 import gridgate
 from gridgate.app import ROLES, build_app
-from gridgate.demo.seed import seed_demo, write_demo_file
+from gridgate.demo.data import generate_demo_data
+from gridgate.demo.runner import demo_listeners, registrations
+from gridgate.demo.seed import demo_passwords, read_demo_file, seed_demo, write_demo_file
+from gridgate.demo.systems import SYSTEMS
 from gridgate.errors import ConfigurationError, GridgateError
 from gridgate.logconfig import configure_logging
 from gridgate.operators.audit import Actor
 from gridgate.operators.schemas import OperatorCreate, Role
 from gridgate.operators.services import OperatorService
+from gridgate.registry.node import node_tasks
 from gridgate.runtime import Runtime
 from gridgate.server import Listener, ListenerError, bind, serve
 from gridgate.settings import Settings, load_settings
@@ -32,6 +36,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+_ROLE_NAMES = [*ROLES, *(f"demo-{code}" for code in SYSTEMS)]
 operator_app = typer.Typer(help="Manage back-office operators.", no_args_is_help=True)
 app.add_typer(operator_app, name="operator")
 
@@ -126,43 +131,62 @@ async def _up(settings: Settings, ports: dict[str, int]) -> None:
     runtime = Runtime.build(settings)
     try:
         await runtime.db.migrate()
-        seeded = None if settings.production else await seed_demo(runtime)
         listeners = [
             Listener(role, build_app(role, runtime), settings.bind_host, port)
             for role, port in ports.items()
         ]
+        demo: list[Listener] = []
+        seeded = None
+        if not settings.production:
+            data = generate_demo_data()
+            seeded = await seed_demo(runtime, data)
+            demo = demo_listeners(data, settings.bind_host)
         try:
-            bind(listeners)
+            bind([*listeners, *demo])
         except ListenerError as exc:
             raise _fail(str(exc), code=1) from None
         urls = {lst.name: lst.url for lst in listeners}
+        advertised = settings.registry_advertise_url or urls["registry"]
+        background = node_tasks(runtime.registry, advertised)
         out.print(f"[bold green]gridgate {gridgate.__version__}[/] is up:")
         out.print(f"  gateway   {urls['gateway']}   (channels sign requests to it)")
         out.print(f"  admin     {urls['admin']}/admin/docs   (admin API and Swagger UI)")
         out.print(f"  registry  {urls['registry']}   (service center)")
         if not settings.production:
-            demo = write_demo_file(settings.data_dir, urls, seeded)
+            passwords = await demo_passwords(runtime, sorted(SYSTEMS))
+            running = [lst for lst in demo if lst.name.removeprefix("demo-") in passwords]
+            background.append(registrations(running, [urls["registry"]], passwords))
+            systems = sorted({lst.name for lst in running})
+            out.print(f"  demo      {len(running)} instances of {', '.join(systems)}")
+            demo_file = write_demo_file(settings.data_dir, urls, seeded)
             note = "demo data seeded" if seeded else "existing data kept"
-            out.print(f"  {note}; credentials in [bold]{demo.resolve()}[/] (mode 0600)")
+            out.print(f"  {note}; credentials in [bold]{demo_file.resolve()}[/] (mode 0600)")
         out.print("Press Ctrl-C to stop.")
-        await serve(listeners, shutdown_timeout_s=settings.shutdown_timeout_s)
+        await serve(
+            [*listeners, *demo],
+            shutdown_timeout_s=settings.shutdown_timeout_s,
+            background=background,
+        )
     finally:
         await runtime.close()
 
 
 @app.command("serve")
 def serve_role(
-    role: Annotated[str, typer.Argument(help=f"One of: {', '.join(ROLES)}.")],
+    role: Annotated[str, typer.Argument(help=f"One of: {', '.join(_ROLE_NAMES)}.")],
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     port: Annotated[int | None, typer.Option(help="Port (the role's default).")] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (127.0.0.1).")] = None,
 ) -> None:
     """Run one role on its own listener (migrations are ``gridgate migrate``'s job here)."""
-    if role not in ROLES:
-        raise _fail(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    if role not in _ROLE_NAMES:
+        raise _fail(f"unknown role {role!r}; choose one of {', '.join(_ROLE_NAMES)}")
     settings = _settings(config, data_dir=data_dir, bind_host=host)
     configure_logging(settings.log_level, settings.log_format)
+    if role.startswith("demo-"):
+        _run(_serve_demo(settings, role.removeprefix("demo-"), port or 0))
+        return
     chosen = port if port is not None else getattr(settings, f"{role}_port")
 
     async def run() -> None:
@@ -174,11 +198,51 @@ def serve_role(
             except ListenerError as exc:
                 raise _fail(str(exc), code=1) from None
             out.print(f"gridgate {role} listening on {listener.url}")
-            await serve([listener], shutdown_timeout_s=settings.shutdown_timeout_s)
+            background = []
+            if role == "registry":
+                advertised = settings.registry_advertise_url or listener.url
+                background = node_tasks(runtime.registry, advertised)
+            await serve(
+                [listener], shutdown_timeout_s=settings.shutdown_timeout_s, background=background
+            )
         finally:
             await runtime.close()
 
     _run(run())
+
+
+async def _serve_demo(settings: Settings, system: str, port: int) -> None:
+    """One instance of a demo business system, registered in the registry it is pointed at."""
+    if settings.business_system_password is not None:
+        password = settings.business_system_password.get_secret_value()
+    else:
+        known = {
+            s["code"]: s["password"]
+            for s in read_demo_file(settings.data_dir).get("business_systems", [])
+        }
+        if system not in known:
+            raise _fail(
+                f"no password for business system {system!r}: set "
+                "GRIDGATE_BUSINESS_SYSTEM_PASSWORD or run `gridgate up` first for demo.json"
+            )
+        password = known[system]
+    registry_urls = settings.registry_urls or [f"http://127.0.0.1:{settings.registry_port}"]
+    [listener] = demo_listeners(
+        generate_demo_data(), settings.bind_host, systems=[system], copies=1
+    )
+    listener.port = port
+    try:
+        bind([listener])
+    except ListenerError as exc:
+        raise _fail(str(exc), code=1) from None
+    out.print(
+        f"demo {system} listening on {listener.url}, registering at {', '.join(registry_urls)}"
+    )
+    await serve(
+        [listener],
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+        background=[registrations([listener], registry_urls, {system: password})],
+    )
 
 
 @operator_app.command("create")

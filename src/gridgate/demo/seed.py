@@ -19,19 +19,24 @@ from gridgate.catalog.schemas import (
 )
 from gridgate.catalog.services import CatalogService
 from gridgate.demo.catalog import BUSINESS_SYSTEMS, CHANNELS, COMPONENTS, INTERFACES
+from gridgate.demo.data import DemoData
 from gridgate.operators.audit import Actor
 from gridgate.operators.models import Operator
 from gridgate.operators.services import OperatorService
 from gridgate.runtime import Runtime
 from gridgate.settings import write_private
 
-__all__ = ["DEMO_FILE", "seed_demo", "write_demo_file"]
+__all__ = ["DEMO_FILE", "demo_passwords", "read_demo_file", "seed_demo", "write_demo_file"]
 
 DEMO_FILE = "demo.json"
 SEED_ACTOR = Actor(username="system:demo-seed")
 
 
-async def seed_demo(runtime: Runtime) -> dict[str, Any] | None:
+#: How many demo customers demo.json lists (the rest are in the marketing system).
+PUBLISHED_CUSTOMERS = 5
+
+
+async def seed_demo(runtime: Runtime, data: DemoData) -> dict[str, Any] | None:
     """Seed the demo data when the database is empty; the secrets to publish, or None.
 
     Refuses in production: a production catalog is built by its operators, never seeded.
@@ -101,7 +106,14 @@ async def seed_demo(runtime: Runtime) -> dict[str, Any] | None:
         "channels": channels,
         "operator": {"username": "admin", "password": operator_password},
         "business_systems": systems,
-        "customers": [],
+        "customers": [
+            {
+                "customer_no": customer.customer_no,
+                "reserved_phone": customer.reserved_phone,
+                "service_password": customer.service_password,
+            }
+            for customer in list(data.customers.values())[:PUBLISHED_CUSTOMERS]
+        ],
     }
 
 
@@ -120,3 +132,24 @@ def write_demo_file(data_dir: Path, urls: dict[str, str], seeded: dict[str, Any]
         content.update(seeded)
     write_private(path, json.dumps(content, ensure_ascii=False, indent=2) + "\n")
     return path
+
+
+def read_demo_file(data_dir: Path) -> dict[str, Any]:
+    """The content of ``demo.json``, or an empty dict when there is none."""
+    path = data_dir / DEMO_FILE
+    if not path.exists():
+        return {}
+    content: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return content
+
+
+async def demo_passwords(runtime: Runtime, codes: list[str]) -> dict[str, str]:
+    """The catalog passwords of the demo business systems that still exist."""
+    found = {}
+    async with runtime.db.transaction() as session:
+        catalog = CatalogService(session, runtime.box, SEED_ACTOR)
+        for code in codes:
+            password = await catalog.business_system_password(code)
+            if password is not None:
+                found[code] = password
+    return found

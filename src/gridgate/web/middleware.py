@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gridgate.errors import RequestTooLarge, problem_response
 from gridgate.web.metrics import observe_request
 
-__all__ = ["BodyLimitMiddleware", "TraceMiddleware", "trace_id_of"]
+__all__ = ["BodyLimitMiddleware", "TraceMiddleware", "trace_id_of", "wrap_listener"]
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
@@ -119,3 +119,8 @@ class BodyLimitMiddleware:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = RequestTooLarge(f"the body must be at most {self.max_bytes} bytes")
         await problem_response(error, trace_id_of(scope))(scope, receive, send)
+
+
+def wrap_listener(app: ASGIApp, listener: str, max_body: int) -> ASGIApp:
+    """``app`` with the middleware every listener has: trace ids and metrics, body limit."""
+    return TraceMiddleware(BodyLimitMiddleware(app, max_bytes=max_body), listener=listener)

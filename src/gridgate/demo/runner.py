@@ -1,0 +1,81 @@
+"""Runs the demo business systems as real services: listeners that register in the registry.
+
+``gridgate up`` runs two instances of each system on free ports; ``gridgate serve
+demo-<system>`` runs one. Each registers itself through the registry SDK with its business
+system's credentials, as a real system would, and deregisters when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+import structlog
+
+from gridgate.demo.data import DemoData
+from gridgate.demo.systems import SYSTEMS
+from gridgate.registry.client import RegistryClient, RegistryUnavailable
+from gridgate.server import Listener
+from gridgate.web.middleware import wrap_listener
+
+__all__ = ["demo_listeners", "registrations"]
+
+_log = structlog.get_logger("gridgate.demo")
+_MAX_BODY = 1_048_576
+
+
+def demo_listeners(
+    data: DemoData, host: str, *, systems: list[str] | None = None, copies: int = 2
+) -> list[Listener]:
+    """``copies`` listeners (port 0: a free port each) for every demo system.
+
+    The copies of one system share one app and so one state, like replicas behind one
+    database: a payment made on one instance is known to the other.
+    """
+    listeners: list[Listener] = []
+    for code in systems or list(SYSTEMS):
+        app = wrap_listener(SYSTEMS[code](data), f"demo-{code}", _MAX_BODY)
+        listeners.extend(Listener(f"demo-{code}", app, host, 0) for _ in range(copies))
+    return listeners
+
+
+def registrations(
+    listeners: list[Listener],
+    registry_urls: list[str],
+    passwords: Mapping[str, str],
+    *,
+    retry_s: float = 0.5,
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """A background job registering every demo listener until the process stops."""
+
+    async def run(stopping: asyncio.Event) -> None:
+        async with AsyncExitStack() as stack:
+            clients: dict[str, RegistryClient] = {}
+            for listener in listeners:
+                code = listener.name.removeprefix("demo-")
+                if code not in clients:
+                    client = RegistryClient(registry_urls, credentials=(code, passwords[code]))
+                    stack.push_async_callback(client.aclose)
+                    clients[code] = client
+                # The registry may be starting in this very process: try until it answers.
+                while not stopping.is_set():
+                    try:
+                        await stack.enter_async_context(
+                            clients[code].registration(
+                                code,
+                                host=listener.host,
+                                port=listener.port,
+                                metadata={"system": code, "kind": "demo"},
+                            )
+                        )
+                        break
+                    except RegistryUnavailable:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stopping.wait(), timeout=retry_s)
+            _log.info("demo_systems_registered", instances=len(listeners))
+            await stopping.wait()
+
+    return run

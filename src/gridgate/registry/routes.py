@@ -1,0 +1,167 @@
+"""The registry listener's HTTP API (api.md, /registry/v1), thin over a :class:`RegistryStore`.
+
+Plain Starlette with orjson: heartbeats and look-ups are the hot calls of the service center.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gridgate.errors import InvalidRequest, PermissionDenied
+from gridgate.registry.auth import CallerAuth
+from gridgate.registry.interfaces import Change, Instance, RegistryStore, check_service
+
+__all__ = ["MAX_WATCH_S", "registry_routes"]
+
+#: The longest a watch call waits for a change (api.md: long-poll up to 30 s).
+MAX_WATCH_S = 30.0
+_REGISTER_FIELDS = frozenset({"service", "host", "port", "weight", "metadata", "zone"})
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def instance_json(instance: Instance) -> dict[str, Any]:
+    """An instance as the API shows it."""
+    return {
+        "instance_id": instance.instance_id,
+        "service": instance.service,
+        "host": instance.host,
+        "port": instance.port,
+        "weight": instance.weight,
+        "zone": instance.zone,
+        "metadata": instance.metadata,
+        "healthy": instance.healthy,
+    }
+
+
+def _change_json(change: Change) -> dict[str, Any]:
+    return {
+        "revision": change.revision,
+        "kind": change.kind,
+        "service": change.service,
+        "instance_id": change.instance_id,
+        "instance": instance_json(change.instance) if change.instance else None,
+    }
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    unknown = sorted(set(body) - _REGISTER_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
+    return body
+
+
+def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a number", field=name) from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be from {low:g} to {high:g}", field=name)
+    return value
+
+
+def registry_routes(store: RegistryStore, auth: CallerAuth) -> list[BaseRoute]:
+    """The routes of the registry API bound to ``store`` and ``auth``."""
+    interval = store.timings.heartbeat_interval_s
+
+    async def register(request: Request) -> Response:
+        owner = await auth.business_system(request.headers.get("authorization"))
+        body = await _body(request)
+        if "service" not in body or "host" not in body or "port" not in body:
+            missing = next(f for f in ("service", "host", "port") if f not in body)
+            raise InvalidRequest(f"{missing} is required", field=missing)
+        instance = await store.register(
+            body["service"],
+            body["host"],
+            body["port"],
+            weight=body.get("weight", 100),
+            zone=body.get("zone"),
+            metadata=body.get("metadata"),
+            owner=owner,
+        )
+        return _json({"instance_id": instance.instance_id, "heartbeat_interval_s": interval}, 201)
+
+    async def heartbeat(request: Request) -> Response:
+        owner = await auth.business_system(request.headers.get("authorization"))
+        instance = await store.heartbeat(request.path_params["instance_id"])
+        if instance.owner != owner:
+            raise PermissionDenied("the instance belongs to another business system")
+        return Response(status_code=204)
+
+    async def deregister(request: Request) -> Response:
+        owner = await auth.business_system(request.headers.get("authorization"))
+        instance_id = request.path_params["instance_id"]
+        found = await store.get(instance_id)
+        if found is not None and found.owner != owner:
+            raise PermissionDenied("the instance belongs to another business system")
+        await store.deregister(instance_id)
+        return Response(status_code=204)
+
+    async def services(request: Request) -> Response:
+        await auth.reader(request.headers.get("authorization"))
+        items = [asdict(summary) for summary in await store.services()]
+        return _json({"items": items, "total": len(items)})
+
+    async def instances(request: Request) -> Response:
+        await auth.reader(request.headers.get("authorization"))
+        service = check_service(request.path_params["service"])
+        healthy_only = request.query_params.get("healthy_only", "true").lower() != "false"
+        revision, found = await store.instances(service, healthy_only=healthy_only)
+        return _json(
+            {
+                "service": service,
+                "revision": revision,
+                "instances": [instance_json(i) for i in found],
+            }
+        )
+
+    async def watch(request: Request) -> Response:
+        await auth.reader(request.headers.get("authorization"))
+        service = request.query_params.get("service")
+        if service is not None:
+            check_service(service)
+        revision = int(_number(request, "revision", 0, 0, 2**62))
+        timeout = _number(request, "timeout", MAX_WATCH_S, 0, MAX_WATCH_S)
+        changes = await store.wait_for_changes(revision, timeout_s=timeout)
+        items = [c for c in changes.changes if service is None or c.service == service]
+        return _json(
+            {
+                "revision": changes.revision,
+                "snapshot": changes.snapshot,
+                "changes": [_change_json(c) for c in items],
+            }
+        )
+
+    async def nodes(request: Request) -> Response:
+        await auth.reader(request.headers.get("authorization"))
+        items = [{"node_id": n.node_id, "url": n.url} for n in await store.nodes()]
+        return _json({"items": items, "total": len(items)})
+
+    prefix = "/registry/v1"
+    return [
+        Route(f"{prefix}/instances", register, methods=["POST"]),
+        Route(f"{prefix}/instances/{{instance_id}}/heartbeat", heartbeat, methods=["PUT"]),
+        Route(f"{prefix}/instances/{{instance_id}}", deregister, methods=["DELETE"]),
+        Route(f"{prefix}/services", services, methods=["GET"]),
+        Route(f"{prefix}/services/{{service}}/instances", instances, methods=["GET"]),
+        Route(f"{prefix}/watch", watch, methods=["GET"]),
+        Route(f"{prefix}/nodes", nodes, methods=["GET"]),
+    ]
