@@ -22,6 +22,7 @@ from gridgate.runtime import Runtime
 from gridgate.settings import Settings, new_key
 from gridgate.storage.db import Database
 from tests.support.postgres import PostgresServer
+from tests.support.redis import RedisServer
 
 ENGINES = ["sqlite", "postgresql"]
 ADMIN_PASSWORD = "correct-horse-battery"
@@ -46,6 +47,16 @@ async def _migrate(url: str) -> None:
 def postgres() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL server for the whole session."""
     server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One throwaway Redis server for the whole session."""
+    server = RedisServer.start()
     try:
         yield server
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -113,6 +113,15 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+
+    @model_validator(mode="after")
+    def _registry_timings_in_order(self) -> Settings:
+        if not self.registry_heartbeat_s < self.registry_unhealthy_s <= self.registry_remove_s:
+            raise ValueError(
+                "registry timings need registry_heartbeat_s < registry_unhealthy_s"
+                " <= registry_remove_s"
+            )
+        return self
 
     @field_validator("registry_urls", mode="before")
     @classmethod

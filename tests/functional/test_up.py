@@ -96,6 +96,23 @@ def test_up_serves_seeds_stops_and_keeps_data(up_dir: Path) -> None:
             assert httpx.get(f"{url}/healthz").json()["listener"] == role
             assert httpx.get(f"{url}/readyz").status_code == 200
             assert httpx.get(f"{url}/metrics").status_code == 200
+        # Every demo business system runs twice, registered through the SDK.
+        token = json.loads((up_dir / "keys.json").read_text())["registry_token"]
+        wanted = [
+            {"service": code, "instances": 2, "healthy": 2}
+            for code in ("billing", "consultation", "marketing", "notices", "payment")
+        ]
+        deadline = time.monotonic() + START_DEADLINE_S
+        while True:
+            services = httpx.get(
+                f"{demo['registry']}/registry/v1/services",
+                headers={"Authorization": f"Bearer {token}"},
+            ).json()["items"]
+            if services == wanted or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert services == wanted
+        assert demo["customers"][0]["customer_no"] == "3300000001"  # type: ignore[index]
         admin = str(demo["admin"])
         operator = demo["operator"]
         token = httpx.post(f"{admin}/admin/v1/session", json=operator).json()["access_token"]

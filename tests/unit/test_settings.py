@@ -76,6 +76,8 @@ def test_invalid_values_are_refused_without_echo(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("GRIDGATE_DATA_KEY")
     with pytest.raises(ConfigurationError, match="gateway_port"):
         load_settings(gateway_port=70000)
+    with pytest.raises(ConfigurationError, match="registry timings"):
+        load_settings(registry_heartbeat_s=20)
 
 
 def test_production_requires_real_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
