@@ -21,16 +21,29 @@ from starlette.responses import Response
 __all__ = [
     "AuthRequired",
     "BadCredentials",
+    "ChannelBadSignature",
+    "ChannelError",
+    "ChannelExpired",
+    "ChannelIpDenied",
+    "ChannelNotAuthorized",
+    "ChannelReplayed",
+    "ChannelUnknown",
     "ConfigurationError",
     "Conflict",
     "GridgateError",
     "InvalidRequest",
     "InvalidToken",
+    "LevelRequired",
     "Locked",
     "MethodNotAllowed",
     "NotFound",
+    "Overloaded",
     "PermissionDenied",
+    "RateLimited",
     "RequestTooLarge",
+    "UpstreamBadResponse",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
     "install_problem_handlers",
     "problem_response",
 ]
@@ -153,6 +166,113 @@ class PermissionDenied(GridgateError):
     code = "perm.denied"
     status = 403
     title = "Permission denied"
+
+
+class LevelRequired(GridgateError):
+    """The caller's account level (认证等级) is below what the interface needs."""
+
+    code = "perm.level_required"
+    status = 403
+    title = "Higher account level required"
+
+    def __init__(self, detail: str | None = None, *, required_level: int) -> None:
+        super().__init__(detail, required_level=required_level)
+
+
+class ChannelError(GridgateError):
+    """Base of channel-authentication failures (each has its own code)."""
+
+    status = 401
+
+
+class ChannelUnknown(ChannelError):
+    """No such channel, a disabled one, or the signing headers are missing."""
+
+    code = "channel.unknown"
+    title = "Unknown channel"
+
+
+class ChannelBadSignature(ChannelError):
+    """The signature does not match the request and the channel's secret."""
+
+    code = "channel.bad_signature"
+    title = "Bad signature"
+
+
+class ChannelExpired(ChannelError):
+    """The timestamp is too far from the gateway's clock."""
+
+    code = "channel.expired"
+    title = "Request expired"
+
+
+class ChannelReplayed(ChannelError):
+    """The nonce was already used within the signing window."""
+
+    code = "channel.replayed"
+    title = "Request replayed"
+
+
+class ChannelIpDenied(ChannelError):
+    """The client address is outside the channel's allowed networks."""
+
+    code = "channel.ip_denied"
+    status = 403
+    title = "Address not allowed for this channel"
+
+
+class ChannelNotAuthorized(ChannelError):
+    """The channel is not authorized to call this interface."""
+
+    code = "channel.not_authorized"
+    status = 403
+    title = "Channel not authorized for this interface"
+
+
+class _RetryLater(GridgateError):
+    def __init__(self, detail: str | None = None, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class RateLimited(_RetryLater):
+    """A rate limit of the channel or the interface is exhausted."""
+
+    code = "flow.rate_limited"
+    status = 429
+    title = "Too many requests"
+
+
+class Overloaded(_RetryLater):
+    """The wait queue is full or the wait ran out (R12, R24)."""
+
+    code = "flow.overloaded"
+    status = 503
+    title = "Overloaded"
+
+
+class UpstreamUnavailable(GridgateError):
+    """No instance of the business system could take the call."""
+
+    code = "upstream.unavailable"
+    status = 503
+    title = "Business system unavailable"
+
+
+class UpstreamTimeout(GridgateError):
+    """The business system did not answer within the interface's timeout."""
+
+    code = "upstream.timeout"
+    status = 504
+    title = "Business system timed out"
+
+
+class UpstreamBadResponse(GridgateError):
+    """The business system's answer could not be used."""
+
+    code = "upstream.bad_response"
+    status = 502
+    title = "Bad answer from business system"
 
 
 _BY_STATUS: dict[int, type[GridgateError]] = {
