@@ -20,6 +20,7 @@ from gridgate.operators.routes import router as operators_router
 from gridgate.registry.routes import registry_routes
 from gridgate.runtime import Runtime
 from gridgate.web.health import probe_routes
+from gridgate.web.metrics import CATCH_ALL
 from gridgate.web.middleware import wrap_listener
 
 __all__ = ["ROLES", "build_admin", "build_app", "build_gateway", "build_registry"]
@@ -84,7 +85,7 @@ def build_admin(runtime: Runtime) -> ASGIApp:
 
 def build_gateway(runtime: Runtime) -> ASGIApp:
     """The channel-facing listener (unified service entry); routing arrives with the gateway."""
-    app = _plain("gateway", runtime, [Route("/{path:path}", _not_found, methods=_ANY_METHOD)])
+    app = _plain("gateway", runtime, [Route(CATCH_ALL, _not_found, methods=_ANY_METHOD)])
     return wrap_listener(app, "gateway", _DEFAULT_MAX_BODY)
 
 
@@ -97,7 +98,7 @@ def build_registry(runtime: Runtime) -> ASGIApp:
                 "registry", {"database": runtime.db.ping, "registry_store": runtime.registry.ping}
             ),
             *routes,
-            Route("/{path:path}", _not_found, methods=_ANY_METHOD),
+            Route(CATCH_ALL, _not_found, methods=_ANY_METHOD),
         ]
     )
     install_problem_handlers(app)

@@ -8,6 +8,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from gridgate.catalog.services import CatalogService
+from gridgate.operators.audit import Actor
 from gridgate.runtime import Runtime
 
 BILLING = {
@@ -290,3 +292,28 @@ async def test_every_change_bumps_the_catalog_revision(
     assert await revision() == start + 2
     await admin.post("/admin/v1/channels", json=APP)  # refused: no change, no bump
     assert await revision() == start + 2
+
+
+async def test_business_system_password_can_be_replaced(
+    admin: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await _create(admin, "business-systems", BILLING)
+    answer = await admin.patch(
+        "/admin/v1/business-systems/billing", json={"password": "a-new-password-2"}
+    )
+    assert answer.status_code == 200 and "password" not in answer.json()
+    async with runtime.db.transaction() as session:
+        catalog = CatalogService(session, runtime.box, Actor("test"))
+        assert await catalog.check_business_system_password("billing", "a-new-password-2")
+        assert not await catalog.check_business_system_password("billing", BILLING["password"])
+    trail = (await admin.get("/admin/v1/audit", params={"action": "business_system.update"})).json()
+    assert "a-new-password-2" not in str(trail)
+
+
+async def test_duplicate_component_names_its_code(admin: httpx.AsyncClient) -> None:
+    await _create(admin, "channels", APP)
+    body = {"channel": "app", "code": "payment", "name": "电费缴纳"}
+    await _create(admin, "components", body)
+    answer = await admin.post("/admin/v1/components", json=body)
+    assert answer.status_code == 409
+    assert answer.json()["detail"] == "component 'payment' already exists"

@@ -86,6 +86,8 @@ async def test_admin_docs_are_served_locally(runtime: Runtime) -> None:
         assert "cdn" not in page.text.lower()
         document = (await client.get("/admin/openapi.json")).json()
         assert document["openapi"].startswith("3.1")
+        # Swagger UI's Authorize button needs the operator token declared.
+        assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
         for path in (
             "/admin/v1/session",
             "/admin/v1/channels/{code}/secret",

@@ -68,6 +68,8 @@ class Channel(_Timestamps, Base):
     secret_sealed: Mapped[str] = mapped_column(Text)
     secret_rotated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     description: Mapped[str] = mapped_column(Text, default="")
+    #: Requests per second the whole channel may send (None: no channel-wide limit).
+    rate_limit_per_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (
         CheckConstraint("port IS NULL OR port BETWEEN 1 AND 65535", name="port_range"),
@@ -96,6 +98,14 @@ class Interface(_Timestamps, Base):
     min_level: Mapped[int] = mapped_column(Integer, default=0)
     idempotent: Mapped[bool] = mapped_column(Boolean, default=False)
     description: Mapped[str] = mapped_column(Text, default="")
+    #: Flow control (R12, R24): requests per second, concurrent calls, and the wait queue.
+    rate_limit_per_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_queue: Mapped[int] = mapped_column(Integer, default=100, server_default="100")
+    max_wait_ms: Mapped[int] = mapped_column(Integer, default=1000, server_default="1000")
+    balancer: Mapped[str] = mapped_column(
+        String(32), default="round_robin", server_default="round_robin"
+    )
 
     provider: Mapped[BusinessSystem] = relationship(lazy="joined")
     channel_grants: Mapped[list[InterfaceChannelGrant]] = relationship(

@@ -82,6 +82,11 @@ TimeoutMs = Annotated[int, Field(ge=MIN_TIMEOUT_MS, le=MAX_TIMEOUT_MS)]
 SystemUsername = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@\-]{1,64}$")]
 SystemPassword = Annotated[SecretStr, Field(min_length=8, max_length=128)]
 Kind = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+RatePerSecond = Annotated[int, Field(ge=1, le=1_000_000)]
+Concurrency = Annotated[int, Field(ge=1, le=100_000)]
+QueueLength = Annotated[int, Field(ge=0, le=100_000)]
+WaitMs = Annotated[int, Field(ge=0, le=60_000)]
+BalancerName = Literal["round_robin", "weighted_random", "least_in_flight", "consistent_hash"]
 
 
 # -- business systems (R3) ----------------------------------------------------------------
@@ -142,6 +147,7 @@ class ChannelCreate(StrictModel):
     port: Port | None = None
     enabled: bool = True
     description: Description = ""
+    rate_limit_per_s: RatePerSecond | None = None
 
 
 class ChannelUpdate(StrictModel):
@@ -153,6 +159,7 @@ class ChannelUpdate(StrictModel):
     port: Port | None = None
     enabled: bool | None = None
     description: Description | None = None
+    rate_limit_per_s: RatePerSecond | None = None
 
 
 class ChannelOut(BaseModel):
@@ -165,6 +172,7 @@ class ChannelOut(BaseModel):
     port: int | None
     enabled: bool
     description: str
+    rate_limit_per_s: int | None
     secret_rotated_at: datetime
     created_at: datetime
     updated_at: datetime
@@ -198,6 +206,11 @@ class InterfaceCreate(StrictModel):
         default=None, description="Safe to retry; defaults to true for GET, false otherwise."
     )
     description: Description = ""
+    rate_limit_per_s: RatePerSecond | None = None
+    max_concurrency: Concurrency | None = None
+    max_queue: QueueLength = 100
+    max_wait_ms: WaitMs = 1000
+    balancer: BalancerName = "round_robin"
 
 
 class InterfaceUpdate(StrictModel):
@@ -216,6 +229,11 @@ class InterfaceUpdate(StrictModel):
     min_level: Level | None = None
     idempotent: bool | None = None
     description: Description | None = None
+    rate_limit_per_s: RatePerSecond | None = None
+    max_concurrency: Concurrency | None = None
+    max_queue: QueueLength | None = None
+    max_wait_ms: WaitMs | None = None
+    balancer: BalancerName | None = None
 
 
 class Authorizations(StrictModel):
@@ -242,6 +260,11 @@ class InterfaceOut(BaseModel):
     min_level: int
     idempotent: bool
     description: str
+    rate_limit_per_s: int | None
+    max_concurrency: int | None
+    max_queue: int
+    max_wait_ms: int
+    balancer: BalancerName
     authorizations: Authorizations
     created_at: datetime
     updated_at: datetime

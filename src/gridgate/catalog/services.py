@@ -119,10 +119,9 @@ class CatalogService:
             raise NotFound(f"{kind} {key!r} does not exist")
         return row
 
-    async def _absent(self, model: type[Any], kind: str, field: str = "code", **where: Any) -> None:
+    async def _absent(self, model: type[Any], kind: str, **where: Any) -> None:
         if (await self.session.scalars(select(model).filter_by(**where))).first() is not None:
-            key = ", ".join(str(v) for v in where.values())
-            raise Conflict(f"{kind} {key!r} already exists", field=field)
+            raise Conflict(f"{kind} {where['code']!r} already exists", field="code")
 
     async def _changed(
         self, action: str, kind: str, key: str, before: BaseModel | None, after: BaseModel | None
@@ -190,7 +189,11 @@ class CatalogService:
         before = business_system_out(row)
         for field, value in _changes(data).items():
             if field == "password":
-                row.password_sealed = self.box.seal(value, SYSTEM_PASSWORD)
+                # model_dump keeps SecretStr wrapped; the clear value comes from the model.
+                assert data.password is not None  # noqa: S101 - set, since it is among the changes
+                row.password_sealed = self.box.seal(
+                    data.password.get_secret_value(), SYSTEM_PASSWORD
+                )
             else:
                 setattr(row, field, value)
         await self.session.flush()
@@ -270,7 +273,7 @@ class CatalogService:
         """Change a channel's settings (not its secret)."""
         row = await self._one(Channel, "channel", code=code)
         before = channel_out(row)
-        for field, value in _changes(data, nullable={"port"}).items():
+        for field, value in _changes(data, nullable={"port", "rate_limit_per_s"}).items():
             setattr(row, field, value)
         await self.session.flush()
         after = channel_out(row)
@@ -390,7 +393,7 @@ class CatalogService:
         """Change an interface."""
         row = await self._one(Interface, "interface", code=code)
         before = interface_out(row)
-        changes = _changes(data)
+        changes = _changes(data, nullable={"rate_limit_per_s", "max_concurrency"})
         if "provider" in changes:
             row.provider = await self._provider(changes.pop("provider"))
         if "method" in changes or "path" in changes:

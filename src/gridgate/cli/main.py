@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import uvloop
 from rich.console import Console
+from rich.table import Table
 
 import gridgate
 from gridgate.app import ROLES, build_app
@@ -39,6 +40,8 @@ app = typer.Typer(
 _ROLE_NAMES = [*ROLES, *(f"demo-{code}" for code in SYSTEMS)]
 operator_app = typer.Typer(help="Manage back-office operators.", no_args_is_help=True)
 app.add_typer(operator_app, name="operator")
+bench_app = typer.Typer(help="Measure gridgate (development machines).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 out = Console()
 err = Console(stderr=True)
@@ -136,15 +139,16 @@ async def _up(settings: Settings, ports: dict[str, int]) -> None:
             for role, port in ports.items()
         ]
         demo: list[Listener] = []
-        seeded = None
-        if not settings.production:
-            data = generate_demo_data()
-            seeded = await seed_demo(runtime, data)
+        data = None if settings.production else generate_demo_data()
+        if data is not None:
             demo = demo_listeners(data, settings.bind_host)
         try:
             bind([*listeners, *demo])
         except ListenerError as exc:
             raise _fail(str(exc), code=1) from None
+        # Seeded only once the ports are ours: a failed start must not leave a seed whose
+        # secrets never reached demo.json.
+        seeded = None if data is None else await seed_demo(runtime, data)
         urls = {lst.name: lst.url for lst in listeners}
         advertised = settings.registry_advertise_url or urls["registry"]
         background = node_tasks(runtime.registry, advertised)
@@ -292,3 +296,38 @@ def operator_create(
         raise _fail(exc.detail) from None
     roles: list[Role] = data.roles
     out.print(f"operator [bold]{username}[/] created with roles {', '.join(roles)}")
+
+
+@bench_app.command("registry")
+def bench_registry(
+    duration: Annotated[int, typer.Option(min=1, help="Seconds per wrk run.")] = 10,
+    instances: Annotated[int, typer.Option(min=1, help="Instances registered first.")] = 10_000,
+    watchers: Annotated[int, typer.Option(min=1, help="Concurrent long-poll watchers.")] = 200,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Also print Markdown.")] = False,
+) -> None:
+    """Heartbeats, queries and registrations per core, and watch latency, on Redis."""
+    # Imported here: the benchmark is never part of a listener's process.
+    from gridgate.bench.registry import run_registry_bench  # noqa: PLC0415
+
+    command = " ".join(["gridgate", *sys.argv[1:]])
+    try:
+        report = run_registry_bench(
+            duration=duration,
+            instances=instances,
+            watchers=watchers,
+            command=command,
+            progress=lambda message: err.print(f"[dim]… {message}[/]", highlight=False),
+        )
+    except RuntimeError as exc:
+        raise _fail(str(exc), code=1) from None
+    table = Table(title="gridgate registry benchmark (Redis store, one node)")
+    for column in ("Metric", "Result", "Detail", "Target", "Met"):
+        table.add_column(column)
+    for row in report.rows:
+        met = "" if row.met is None else ("[green]yes[/]" if row.met else "[red]no[/]")
+        table.add_row(row.metric, row.result, row.detail, row.target, met)
+    for name, value in report.machine.items():
+        out.print(f"{name}: {value}", highlight=False)
+    out.print(table)
+    if markdown:
+        print(report.markdown())

@@ -30,13 +30,17 @@ class Actor:
 SYSTEM = Actor(username="system")
 
 
+def _secret_key(key: object) -> bool:
+    name = str(key).lower()
+    # ``secret_rotated_at`` is when, not what: timestamps stay readable.
+    return not name.endswith("_at") and any(word in name for word in _SECRET_WORDS)
+
+
 def redact(data: Any) -> Any:
     """A copy of ``data`` with every value under a secret-looking key replaced by ``***``."""
     if isinstance(data, dict):
         return {
-            key: REDACTED
-            if any(word in str(key).lower() for word in _SECRET_WORDS) and value is not None
-            else redact(value)
+            key: REDACTED if _secret_key(key) and value is not None else redact(value)
             for key, value in data.items()
         }
     if isinstance(data, list):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,21 +66,23 @@ class Admin:
             raise Conflict("the change conflicts with existing data") from None
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthRequired("an operator Bearer token is required")
-    return token.strip()
+#: Declares the operator token in the OpenAPI document (Swagger UI's *Authorize* button);
+#: a missing or malformed header is answered by :func:`require` as problem+json.
+_BEARER = HTTPBearer(auto_error=False, description="Operator token from POST /admin/v1/session")
 
 
 def require(*roles: str) -> Callable[..., Coroutine[Any, Any, Admin]]:
     """A dependency admitting operators holding at least one of ``roles``."""
     allowed = frozenset(roles)
 
-    async def dependency(request: Request) -> Admin:
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> Admin:
+        if credentials is None or not credentials.credentials.strip():
+            raise AuthRequired("an operator Bearer token is required")
         runtime = get_runtime(request)
-        operator_id, generation = runtime.operator_tokens.claims(_bearer(request))
+        operator_id, generation = runtime.operator_tokens.claims(credentials.credentials.strip())
         async with runtime.db.sessions() as session:
             principal = await OperatorService(session).principal(operator_id, generation)
         if not principal.roles & allowed:

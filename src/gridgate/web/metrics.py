@@ -20,6 +20,8 @@ LATENCY = Histogram(
     ["listener", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+#: The path of the catch-all route that answers 404 on listeners without a route table.
+CATCH_ALL = "/{path:path}"
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
@@ -27,7 +29,9 @@ def _route_label(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     # Unmatched paths share one label, so a scanner cannot blow up the series count.
-    return path if isinstance(path, str) else "unmatched"
+    if not isinstance(path, str) or path == CATCH_ALL:
+        return "unmatched"
+    return path
 
 
 def observe_request(listener: str, scope: Scope, status: int, seconds: float) -> None:

@@ -12,6 +12,7 @@ def test_redact_nested_secrets_keeps_the_rest() -> None:
         "password": "p",
         "nested": {"access_token": "t", "items": [{"sms_code": "123456", "name": "n"}]},
         "password_hash": None,
+        "secret_rotated_at": "2026-11-22T00:00:00Z",
     }
     assert redact(data) == {
         "code": "app",
@@ -19,4 +20,5 @@ def test_redact_nested_secrets_keeps_the_rest() -> None:
         "password": "***",
         "nested": {"access_token": "***", "items": [{"sms_code": "***", "name": "n"}]},
         "password_hash": None,
+        "secret_rotated_at": "2026-11-22T00:00:00Z",
     }
