@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import resources
 
 from fastapi import FastAPI
@@ -16,14 +18,24 @@ from starlette.types import ASGIApp
 import gridgate
 from gridgate.catalog.routes import router as catalog_router
 from gridgate.errors import NotFound, install_problem_handlers
+from gridgate.gateway.service import GatewayParts, Job
 from gridgate.operators.routes import router as operators_router
+from gridgate.registry.node import node_tasks
 from gridgate.registry.routes import registry_routes
 from gridgate.runtime import Runtime
 from gridgate.web.health import probe_routes
 from gridgate.web.metrics import CATCH_ALL
 from gridgate.web.middleware import wrap_listener
 
-__all__ = ["ROLES", "build_admin", "build_app", "build_gateway", "build_registry"]
+__all__ = [
+    "ROLES",
+    "RoleApp",
+    "build_admin",
+    "build_app",
+    "build_gateway",
+    "build_registry",
+    "build_role",
+]
 
 _DOCS_ASSETS = "/admin/static/docs"
 #: Bodies the channel-facing listener accepts until the gateway sets its own limits.
@@ -83,10 +95,9 @@ def build_admin(runtime: Runtime) -> ASGIApp:
     return wrap_listener(app, "admin", runtime.settings.admin_max_body_bytes)
 
 
-def build_gateway(runtime: Runtime) -> ASGIApp:
-    """The channel-facing listener (unified service entry); routing arrives with the gateway."""
-    app = _plain("gateway", runtime, [Route(CATCH_ALL, _not_found, methods=_ANY_METHOD)])
-    return wrap_listener(app, "gateway", _DEFAULT_MAX_BODY)
+def build_gateway(runtime: Runtime, parts: GatewayParts | None = None) -> ASGIApp:
+    """The channel-facing listener (unified service entry): the request path of the gateway."""
+    return build_role("gateway", runtime, gateway=parts).app
 
 
 def build_registry(runtime: Runtime) -> ASGIApp:
@@ -106,9 +117,36 @@ def build_registry(runtime: Runtime) -> ASGIApp:
     return wrap_listener(app, "registry", _REGISTRY_MAX_BODY)
 
 
-ROLES = {"gateway": build_gateway, "admin": build_admin, "registry": build_registry}
+@dataclass(slots=True)
+class RoleApp:
+    """A role's ASGI app and the background jobs it needs once its listener's URL is known."""
+
+    app: ASGIApp
+    jobs: Callable[[str], list[Job]] = field(default=lambda _url: [])
+
+
+def build_role(role: str, runtime: Runtime, *, gateway: GatewayParts | None = None) -> RoleApp:
+    """The app and jobs of ``role``; ``jobs(url)`` gets the registry URL (or its own, for it)."""
+    settings = runtime.settings
+    if role == "gateway":
+        parts = gateway or GatewayParts.build(runtime)
+        runtime.catalog_listeners.append(parts.holder.notify)
+        probes = _plain("gateway", runtime, [])
+        app = wrap_listener(parts.app(probes), "gateway", settings.gateway_max_body_bytes)
+        return RoleApp(app, lambda url: parts.jobs(settings.registry_urls or [url]))
+    if role == "registry":
+        return RoleApp(
+            build_registry(runtime),
+            lambda url: node_tasks(runtime.registry, settings.registry_advertise_url or url),
+        )
+    if role == "admin":
+        return RoleApp(build_admin(runtime))
+    raise ValueError(f"unknown role {role!r}")
+
+
+ROLES = ("gateway", "admin", "registry")
 
 
 def build_app(role: str, runtime: Runtime) -> ASGIApp:
     """The ASGI app of ``role``."""
-    return ROLES[role](runtime)
+    return build_role(role, runtime).app

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from gridgate.operators.services import TokenIssuer
 from gridgate.registry.auth import RegistryAuth
@@ -17,6 +18,9 @@ from gridgate.storage.db import Database
 
 __all__ = ["Runtime"]
 
+#: Connections one process keeps to Redis (watchers hold one each while they wait).
+REDIS_POOL_SIZE = 1024
+
 
 @dataclass(slots=True)
 class Runtime:
@@ -28,6 +32,13 @@ class Runtime:
     operator_tokens: TokenIssuer
     registry: RegistryStore
     registry_auth: RegistryAuth
+    #: Called after every committed catalog change (a gateway in this process reloads at once).
+    catalog_listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    def catalog_changed(self) -> None:
+        """Tell in-process listeners that the catalog changed."""
+        for listener in self.catalog_listeners:
+            listener()
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -41,9 +52,12 @@ class Runtime:
         )
         registry: RegistryStore
         if settings.redis_url:
-            registry = RedisRegistryStore(
-                Redis.from_url(settings.redis_url), timings, owns_client=True
+            # Each watch long-poll holds a connection while it waits: a pool that makes a
+            # caller wait for a free connection instead of failing once it is exhausted.
+            pool = BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=REDIS_POOL_SIZE, timeout=5
             )
+            registry = RedisRegistryStore(Redis.from_pool(pool), timings, owns_client=True)
         else:
             registry = MemoryRegistryStore(timings)
         token = settings.registry_token.get_secret_value() if settings.registry_token else None

@@ -105,6 +105,17 @@ class Settings(BaseSettings):
     registry_unhealthy_s: float = Field(15.0, gt=0, le=600)
     registry_remove_s: float = Field(30.0, gt=0, le=3600)
 
+    gateway_max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    #: All interfaces together: calls in flight, and the wait queue in front of them (R12).
+    gateway_max_concurrency: int = Field(2000, ge=1, le=1_000_000)
+    gateway_max_queue: int = Field(2000, ge=0, le=1_000_000)
+    gateway_max_wait_ms: int = Field(2000, ge=0, le=60_000)
+    #: Where the accounts service publishes its signing keys (JWKS) for customer tokens;
+    #: unset, interfaces above level 0 cannot be called through this gateway.
+    accounts_jwks_url: str | None = None
+    token_issuer: str = "gridgate-accounts"  # noqa: S105 - an issuer name, not a secret
+    token_audience: str = "gridgate"  # noqa: S105 - an audience name, not a secret
+
     operator_token_ttl_s: int = Field(900, ge=60, le=86_400)
     operator_lockout_threshold: int = Field(10, ge=3, le=100)
     operator_lockout_s: int = Field(900, ge=60, le=3600)

@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from alembic.script import ScriptDirectory
+
 import gridgate
 from gridgate.operators.services import OperatorService
 from gridgate.runtime import Runtime
 from gridgate.settings import load_settings
+from gridgate.storage.db import alembic_config
 
 
 def _gridgate(
@@ -37,7 +40,8 @@ def test_version() -> None:
 def test_migrate_then_operator_create(tmp_path: Path) -> None:
     migrated = _gridgate("migrate", "--data-dir", str(tmp_path))
     assert migrated.returncode == 0, migrated.stderr
-    assert "0001" in migrated.stdout
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None and f"revision {head}" in migrated.stdout
     created = _gridgate(
         "operator",
         "create",

@@ -45,6 +45,7 @@ _NO_CONTENT = 204
 async def _catalog(admin: Admin) -> AsyncIterator[CatalogService]:
     async with admin.transaction() as session:
         yield CatalogService(session, admin.runtime.box, admin.actor)
+    admin.runtime.catalog_changed()  # committed: a gateway in this process reloads now
 
 
 # -- business systems ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 import gridgate
-from gridgate.app import ROLES, build_app
+from gridgate.app import ROLES, build_role
 from gridgate.demo.data import generate_demo_data
 from gridgate.demo.runner import demo_listeners, registrations
 from gridgate.demo.seed import demo_passwords, read_demo_file, seed_demo, write_demo_file
@@ -25,7 +25,6 @@ from gridgate.logconfig import configure_logging
 from gridgate.operators.audit import Actor
 from gridgate.operators.schemas import OperatorCreate, Role
 from gridgate.operators.services import OperatorService
-from gridgate.registry.node import node_tasks
 from gridgate.runtime import Runtime
 from gridgate.server import Listener, ListenerError, bind, serve
 from gridgate.settings import Settings, load_settings
@@ -134,8 +133,9 @@ async def _up(settings: Settings, ports: dict[str, int]) -> None:
     runtime = Runtime.build(settings)
     try:
         await runtime.db.migrate()
+        roles = {role: build_role(role, runtime) for role in ports}
         listeners = [
-            Listener(role, build_app(role, runtime), settings.bind_host, port)
+            Listener(role, roles[role].app, settings.bind_host, port)
             for role, port in ports.items()
         ]
         demo: list[Listener] = []
@@ -150,8 +150,7 @@ async def _up(settings: Settings, ports: dict[str, int]) -> None:
         # secrets never reached demo.json.
         seeded = None if data is None else await seed_demo(runtime, data)
         urls = {lst.name: lst.url for lst in listeners}
-        advertised = settings.registry_advertise_url or urls["registry"]
-        background = node_tasks(runtime.registry, advertised)
+        background = [job for role in roles.values() for job in role.jobs(urls["registry"])]
         out.print(f"[bold green]gridgate {gridgate.__version__}[/] is up:")
         out.print(f"  gateway   {urls['gateway']}   (channels sign requests to it)")
         out.print(f"  admin     {urls['admin']}/admin/docs   (admin API and Swagger UI)")
@@ -196,16 +195,15 @@ def serve_role(
     async def run() -> None:
         runtime = Runtime.build(settings)
         try:
-            listener = Listener(role, build_app(role, runtime), settings.bind_host, chosen)
+            built = build_role(role, runtime)
+            listener = Listener(role, built.app, settings.bind_host, chosen)
             try:
                 bind([listener])
             except ListenerError as exc:
                 raise _fail(str(exc), code=1) from None
             out.print(f"gridgate {role} listening on {listener.url}")
-            background = []
-            if role == "registry":
-                advertised = settings.registry_advertise_url or listener.url
-                background = node_tasks(runtime.registry, advertised)
+            own_registry = f"http://127.0.0.1:{settings.registry_port}"
+            background = built.jobs(listener.url if role == "registry" else own_registry)
             await serve(
                 [listener], shutdown_timeout_s=settings.shutdown_timeout_s, background=background
             )

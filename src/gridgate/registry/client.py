@@ -352,6 +352,18 @@ class Discovery:
             _log.warning("registry_unavailable_using_snapshot", error=str(exc))
         self._task = asyncio.create_task(self._watch(), name="registry-watch")
 
+    async def follow(self, services: Iterable[str]) -> None:
+        """Also follow ``services`` (loaded now, then kept fresh by the running watch)."""
+        new = set(services) - self.services
+        if not new:
+            return
+        # Followed before loading: changes arriving meanwhile are applied, not skipped.
+        self.services |= new
+        for service in sorted(new):
+            _, found = await self.client.instances(service, healthy_only=False)
+            self._cache[service] = {i.instance_id: i for i in found}
+        self._updated()
+
     async def stop(self) -> None:
         """Stop watching."""
         if self._task is not None:

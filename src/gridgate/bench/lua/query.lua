@@ -1,0 +1,23 @@
+-- GET discovery queries cycling over services.
+-- args: <file of service names, one a line> <Authorization header value>
+local requests = {}
+local i = 0
+
+function setup(thread)
+  _bench_threads = (_bench_threads or 0) + 1
+  thread:set("offset", _bench_threads * 13)
+end
+
+function init(args)
+  local headers = { ["Authorization"] = args[2] }
+  for service in io.lines(args[1]) do
+    requests[#requests + 1] =
+      wrk.format("GET", "/registry/v1/services/" .. service .. "/instances", headers)
+  end
+  i = (offset or 0) % #requests
+end
+
+function request()
+  i = i % #requests + 1
+  return requests[i]
+end

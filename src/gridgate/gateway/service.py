@@ -1,0 +1,173 @@
+"""Assembles the gateway of one process: snapshot, stages, flow control, dispatch, log.
+
+Stores follow the settings: with ``GRIDGATE_REDIS_URL`` nonces, rate limits and session
+revocations are shared by every gateway node; without it they live in the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from starlette.types import ASGIApp
+
+from gridgate.gateway.accesslog import JsonLinesSink
+from gridgate.gateway.app import GatewayApp
+from gridgate.gateway.flow import ConcurrencyGate, Gates, RateLimiter, limits_uri
+from gridgate.gateway.nonces import MemoryNonceStore, NonceStore, RedisNonceStore
+from gridgate.gateway.snapshot import Snapshot, SnapshotHolder
+from gridgate.gateway.stages import ChannelAuth, LevelCheck, RateLimit, Route, Stage, UserAuth
+from gridgate.gateway.tokens import (
+    JwksFetcher,
+    JwksVerifier,
+    MemoryRevocationList,
+    RedisRevocationFeed,
+    TokenVerifier,
+)
+from gridgate.gateway.upstream import Dispatcher
+from gridgate.registry.client import Discovery, RegistryClient, RegistryUnavailable
+from gridgate.runtime import Runtime
+
+__all__ = ["GatewayParts", "Job"]
+
+_log = structlog.get_logger("gridgate.gateway")
+Job = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+_RETRY_S = 1.0
+
+
+@dataclass
+class GatewayParts:
+    """Everything one gateway process holds, and the background jobs that keep it fresh."""
+
+    runtime: Runtime
+    holder: SnapshotHolder
+    nonces: NonceStore
+    limiter: RateLimiter
+    gates: Gates
+    dispatcher: Dispatcher
+    sink: JsonLinesSink
+    verifier: TokenVerifier | None
+    revocations: MemoryRevocationList
+    stages: list[Stage] = field(default_factory=list)
+    discovery: Discovery | None = None
+
+    @classmethod
+    def build(cls, runtime: Runtime, *, verifier: TokenVerifier | None = None) -> GatewayParts:
+        """Wire the parts the settings name; ``verifier`` overrides the JWKS verifier."""
+        settings = runtime.settings
+        nonces: NonceStore
+        if settings.redis_url:
+            nonces = RedisNonceStore.from_url(settings.redis_url)
+            limiter = RateLimiter(limits_uri(settings.redis_url))
+        else:
+            nonces = MemoryNonceStore()
+            limiter = RateLimiter("memory://")
+        revocations = MemoryRevocationList()
+        if verifier is None and settings.accounts_jwks_url:
+            verifier = JwksVerifier(
+                settings.token_issuer, settings.token_audience, revoked=revocations
+            )
+        gates = Gates(
+            ConcurrencyGate(
+                settings.gateway_max_concurrency,
+                max_queue=settings.gateway_max_queue,
+                max_wait_s=settings.gateway_max_wait_ms / 1000,
+            )
+        )
+        parts = cls(
+            runtime=runtime,
+            holder=SnapshotHolder(runtime.db, runtime.box),
+            nonces=nonces,
+            limiter=limiter,
+            gates=gates,
+            dispatcher=Dispatcher(),
+            sink=JsonLinesSink(settings.data_dir / "access.jsonl"),
+            verifier=verifier,
+            revocations=revocations,
+        )
+        parts.stages = [
+            Route(),
+            ChannelAuth(nonces),
+            UserAuth(verifier),
+            LevelCheck(),
+            RateLimit(limiter),
+        ]
+        return parts
+
+    def app(self, probes: ASGIApp) -> GatewayApp:
+        """The gateway ASGI app (``probes`` answers /healthz, /readyz, /metrics)."""
+        return GatewayApp(
+            holder=self.holder,
+            stages=self.stages,
+            gates=self.gates,
+            dispatcher=self.dispatcher,
+            sink=self.sink,
+            probes=probes,
+            max_body_bytes=self.runtime.settings.gateway_max_body_bytes,
+        )
+
+    def jobs(self, registry_urls: list[str]) -> list[Job]:
+        """Background jobs: catalog snapshot, discovery, access log, key and revocation feeds."""
+        jobs: list[Job] = [self._run_dispatch(registry_urls), self.holder.run, self.sink.run]
+        settings = self.runtime.settings
+        if isinstance(self.verifier, JwksVerifier) and settings.accounts_jwks_url:
+            jobs.append(JwksFetcher(settings.accounts_jwks_url, self.verifier).run)
+        if settings.redis_url:
+            jobs.append(self._run_revocations(settings.redis_url))
+        return jobs
+
+    def _run_revocations(self, redis_url: str) -> Job:
+        async def run(stopping: asyncio.Event) -> None:
+            redis = Redis.from_url(redis_url)
+            try:
+                await RedisRevocationFeed(redis, self.revocations).run(stopping)
+            finally:
+                await redis.aclose()
+
+        return run
+
+    def _run_dispatch(self, registry_urls: list[str]) -> Job:
+        async def run(stopping: asyncio.Event) -> None:
+            token = self.runtime.settings.registry_token
+            client = RegistryClient(
+                registry_urls, token=token.get_secret_value() if token else None
+            )
+            await self.dispatcher.start()
+            discovery = Discovery(
+                client,
+                services=self.holder.current.services,
+                snapshot_path=self.runtime.settings.data_dir / "gateway-registry.json",
+            )
+
+            async def follow(snapshot: Snapshot) -> None:
+                with contextlib.suppress(RegistryUnavailable):
+                    await discovery.follow(snapshot.services)
+
+            try:
+                # The registry may start in this very process, or later: keep trying.
+                while not stopping.is_set():
+                    try:
+                        await discovery.follow(self.holder.current.services)
+                        await discovery.start()
+                        break
+                    except RegistryUnavailable as exc:
+                        _log.warning("gateway_waiting_for_registry", error=str(exc))
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stopping.wait(), timeout=_RETRY_S)
+                self.holder.on_change(follow)
+                self.discovery = discovery
+                self.dispatcher.source = discovery
+                await stopping.wait()
+            finally:
+                await discovery.stop()
+                await self.dispatcher.close()
+                await client.aclose()
+                await self.nonces.close()
+                await self.limiter.close()
+
+        return run

@@ -1,0 +1,192 @@
+"""The stages of the request path (seed 000: entry → identity → permission → flow → dispatch).
+
+Each stage is a small object with one job: it reads and enriches the :class:`Exchange` and
+raises a domain error to end the request. The app runs them in order; the permissions issue
+adds its own stages (data scope, field filtering) through the same interface.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gridgate.errors import (
+    AuthRequired,
+    ChannelBadSignature,
+    ChannelExpired,
+    ChannelIpDenied,
+    ChannelNotAuthorized,
+    ChannelReplayed,
+    ChannelUnknown,
+    LevelRequired,
+    MethodNotAllowed,
+    NotFound,
+    PermissionDenied,
+)
+from gridgate.gateway.flow import RateLimiter
+from gridgate.gateway.nonces import NonceStore
+from gridgate.gateway.signing import NONCE, WINDOW_S, signature_matches
+from gridgate.gateway.snapshot import ChannelView, InterfaceView, Snapshot
+from gridgate.gateway.tokens import Claims, TokenVerifier
+
+__all__ = [
+    "ChannelAuth",
+    "Exchange",
+    "LevelCheck",
+    "RateLimit",
+    "Route",
+    "Stage",
+    "UserAuth",
+]
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request on its way through the stages, and what they learned about it."""
+
+    method: str
+    path: str
+    raw_query: str
+    headers: dict[str, str]
+    raw_headers: list[tuple[str, str]]
+    body: bytes
+    client_ip: str
+    trace_id: str
+    snapshot: Snapshot
+    started: float = field(default_factory=time.perf_counter)
+    interface: InterfaceView | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    channel: ChannelView | None = None
+    claims: Claims | None = None
+    queue_wait_s: float = 0.0
+    upstream: str | None = None
+
+
+class Stage(Protocol):
+    """One step of the request path."""
+
+    async def __call__(self, exchange: Exchange) -> None:
+        """Check or enrich ``exchange``; raise a domain error to answer now."""
+        ...
+
+
+class Route:
+    """Method + path → interface, from the snapshot (no database on the request path)."""
+
+    async def __call__(self, exchange: Exchange) -> None:
+        """Find the interface or answer 404/405."""
+        found = exchange.snapshot.router.match(exchange.method, exchange.path)
+        if found is False:
+            raise MethodNotAllowed(f"{exchange.method} is not served at this path")
+        if found is None or found is True or not found.interface.enabled:
+            raise NotFound("no interface is registered at this path")
+        exchange.interface = found.interface
+        exchange.params = found.params
+
+
+class ChannelAuth:
+    """Channel authentication (api.md): HMAC signature, clock window, single-use nonce, channel
+    enabled, client address allowed, interface authorized for the channel."""
+
+    def __init__(self, nonces: NonceStore, *, clock: Callable[[], float] = time.time) -> None:
+        self.nonces = nonces
+        self._now = clock
+
+    async def __call__(self, exchange: Exchange) -> None:
+        """Authenticate the channel, if the interface asks for it or headers are sent."""
+        interface = exchange.interface
+        assert interface is not None  # noqa: S101 - Route runs first
+        code = exchange.headers.get("x-gg-channel")
+        if code is None and not interface.requires_client_auth:
+            return
+        channel = exchange.snapshot.channels.get(code or "")
+        if channel is None or not channel.enabled:
+            raise ChannelUnknown("unknown or disabled channel (X-GG-Channel)")
+        timestamp = exchange.headers.get("x-gg-timestamp", "")
+        nonce = exchange.headers.get("x-gg-nonce", "")
+        signature = exchange.headers.get("x-gg-signature", "")
+        if not timestamp.isdigit() or not NONCE.fullmatch(nonce) or not signature:
+            raise ChannelBadSignature("X-GG-Timestamp, X-GG-Nonce and X-GG-Signature are required")
+        if not signature_matches(
+            channel.secret,
+            signature,
+            exchange.method,
+            exchange.path,
+            exchange.raw_query,
+            timestamp,
+            nonce,
+            exchange.body,
+        ):
+            raise ChannelBadSignature("the signature does not match the request")
+        if abs(self._now() - int(timestamp)) > WINDOW_S:
+            raise ChannelExpired(
+                f"the timestamp is more than {WINDOW_S} s from the gateway's clock"
+            )
+        if not channel.allows(exchange.client_ip):
+            raise ChannelIpDenied("this address may not call as this channel")
+        # After the signature: only the channel itself can spend its nonces.
+        if not await self.nonces.first_use(channel.code, nonce, WINDOW_S * 2):
+            raise ChannelReplayed("this nonce was already used")
+        if channel.code not in interface.channels:
+            raise ChannelNotAuthorized(f"channel {channel.code!r} may not call this interface")
+        exchange.channel = channel
+
+
+class UserAuth:
+    """Bearer access tokens, verified locally (signature, expiry, revoked sessions)."""
+
+    def __init__(self, verifier: TokenVerifier | None) -> None:
+        self.verifier = verifier
+
+    async def __call__(self, exchange: Exchange) -> None:
+        """Verify a presented token; interfaces above level 0 need one."""
+        interface = exchange.interface
+        assert interface is not None  # noqa: S101 - Route runs first
+        header = exchange.headers.get("authorization")
+        if header is None:
+            if interface.min_level > 0:
+                raise AuthRequired("this interface needs a signed-in customer")
+            return
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthRequired("use Authorization: Bearer <access_token>")
+        if self.verifier is None:
+            raise AuthRequired("customer sign-in is not available on this gateway")
+        claims = self.verifier.verify(token.strip())
+        if exchange.channel is not None and claims.channel != exchange.channel.code:
+            raise PermissionDenied("the token was issued to another channel")
+        exchange.claims = claims
+
+
+class LevelCheck:
+    """The account level (认证等级) must reach the interface's minimum (R9)."""
+
+    async def __call__(self, exchange: Exchange) -> None:
+        """Answer ``perm.level_required`` with the level needed."""
+        interface = exchange.interface
+        assert interface is not None  # noqa: S101 - Route runs first
+        level = exchange.claims.level if exchange.claims is not None else 0
+        if level < interface.min_level:
+            raise LevelRequired(
+                f"this needs account level {interface.min_level}",
+                required_level=interface.min_level,
+            )
+
+
+class RateLimit:
+    """Requests per second per channel and per interface (catalog settings)."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def __call__(self, exchange: Exchange) -> None:
+        """Count the request; answer 429 with Retry-After when a limit is spent."""
+        interface = exchange.interface
+        assert interface is not None  # noqa: S101 - Route runs first
+        channel = exchange.channel
+        if channel is not None and channel.rate_limit_per_s:
+            await self.limiter.hit(f"channel:{channel.code}", channel.rate_limit_per_s)
+        if interface.rate_limit_per_s:
+            await self.limiter.hit(f"interface:{interface.code}", interface.rate_limit_per_s)
