@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gridgate.gateway.signing import signed_headers
+
 START_DEADLINE_S = 60
 
 
@@ -113,6 +115,21 @@ def test_up_serves_seeds_stops_and_keeps_data(up_dir: Path) -> None:
             time.sleep(0.1)
         assert services == wanted
         assert demo["customers"][0]["customer_no"] == "3300000001"  # type: ignore[index]
+        # A signed request from a demo channel passes the gateway to a demo business system.
+        secret = next(c["secret"] for c in demo["channels"] if c["code"] == "wechat")  # type: ignore[index]
+        query = "region=%E8%A5%BF%E6%B9%96&page=1"
+        path = "/api/v1/notices/outages"
+        deadline = time.monotonic() + START_DEADLINE_S
+        while True:
+            headers = signed_headers("wechat", secret, "GET", path, query=query)
+            outages = httpx.get(f"{demo['gateway']}{path}?{query}", headers=headers)
+            if outages.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # the gateway's discovery may still be catching up
+        assert outages.status_code == 200, outages.text
+        assert outages.json()["items"] and all(
+            "西湖" in o["region"] for o in outages.json()["items"]
+        )
         admin = str(demo["admin"])
         operator = demo["operator"]
         token = httpx.post(f"{admin}/admin/v1/session", json=operator).json()["access_token"]

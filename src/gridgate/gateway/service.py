@@ -57,8 +57,15 @@ class GatewayParts:
     discovery: Discovery | None = None
 
     @classmethod
-    def build(cls, runtime: Runtime, *, verifier: TokenVerifier | None = None) -> GatewayParts:
-        """Wire the parts the settings name; ``verifier`` overrides the JWKS verifier."""
+    def build(
+        cls,
+        runtime: Runtime,
+        *,
+        verifier: TokenVerifier | None = None,
+        revocations: MemoryRevocationList | None = None,
+    ) -> GatewayParts:
+        """Wire the parts the settings name; ``verifier`` overrides the JWKS verifier (and
+        ``revocations`` is then the list it consults)."""
         settings = runtime.settings
         nonces: NonceStore
         if settings.redis_url:
@@ -67,7 +74,7 @@ class GatewayParts:
         else:
             nonces = MemoryNonceStore()
             limiter = RateLimiter("memory://")
-        revocations = MemoryRevocationList()
+        revocations = revocations or MemoryRevocationList()
         if verifier is None and settings.accounts_jwks_url:
             verifier = JwksVerifier(
                 settings.token_issuer, settings.token_audience, revoked=revocations

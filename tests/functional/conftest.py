@@ -1,0 +1,5 @@
+"""Fixtures of the functional tests."""
+
+from tests.functional.gateway_harness import gateway, upstreams
+
+__all__ = ["gateway", "upstreams"]
