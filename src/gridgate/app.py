@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 
 from fastapi import FastAPI
@@ -16,6 +16,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 import gridgate
+from gridgate.accounts.admin_routes import router as accounts_admin_router
+from gridgate.accounts.app import JWKS_PATH, build_accounts
+from gridgate.accounts.parts import AccountsParts
 from gridgate.catalog.routes import router as catalog_router
 from gridgate.errors import NotFound, install_problem_handlers
 from gridgate.gateway.service import GatewayParts, Job
@@ -60,7 +63,7 @@ def _plain(listener: str, runtime: Runtime, routes: list[BaseRoute]) -> Starlett
     return app
 
 
-def build_admin(runtime: Runtime) -> ASGIApp:
+def build_admin(runtime: Runtime, accounts: AccountsParts | None = None) -> ASGIApp:
     """The operator-facing listener: admin API, OpenAPI document and Swagger UI."""
     app = FastAPI(
         title="gridgate admin API",
@@ -72,8 +75,10 @@ def build_admin(runtime: Runtime) -> ASGIApp:
     )
     install_problem_handlers(app)
     app.state.runtime = runtime
+    app.state.accounts = accounts or AccountsParts.build(runtime)
     app.include_router(operators_router)
     app.include_router(catalog_router)
+    app.include_router(accounts_admin_router)
     for route in probe_routes("admin", {"database": runtime.db.ping}):
         # As API routes (outside the schema) so metrics see their template like any other.
         assert isinstance(route, Route)  # noqa: S101 - probe_routes builds plain routes
@@ -117,34 +122,61 @@ def build_registry(runtime: Runtime) -> ASGIApp:
     return wrap_listener(app, "registry", _REGISTRY_MAX_BODY)
 
 
+def _no_jobs(_urls: Mapping[str, str]) -> list[Job]:
+    return []
+
+
 @dataclass(slots=True)
 class RoleApp:
-    """A role's ASGI app and the background jobs it needs once its listener's URL is known."""
+    """A role's ASGI app, and its background jobs once the listeners' URLs are known."""
 
     app: ASGIApp
-    jobs: Callable[[str], list[Job]] = field(default=lambda _url: [])
+    #: Given the URL of each role's listener in this process (``registry``, ``accounts`` …).
+    jobs: Callable[[Mapping[str, str]], list[Job]] = _no_jobs
 
 
-def build_role(role: str, runtime: Runtime, *, gateway: GatewayParts | None = None) -> RoleApp:
-    """The app and jobs of ``role``; ``jobs(url)`` gets the registry URL (or its own, for it)."""
+def build_role(
+    role: str,
+    runtime: Runtime,
+    *,
+    gateway: GatewayParts | None = None,
+    accounts: AccountsParts | None = None,
+) -> RoleApp:
+    """The app and jobs of ``role``."""
     settings = runtime.settings
+
+    def registries(urls: Mapping[str, str]) -> list[str]:
+        return settings.registry_urls or [urls["registry"]]
+
     if role == "gateway":
         parts = gateway or GatewayParts.build(runtime)
         runtime.catalog_listeners.append(parts.holder.notify)
         probes = _plain("gateway", runtime, [])
         app = wrap_listener(parts.app(probes), "gateway", settings.gateway_max_body_bytes)
-        return RoleApp(app, lambda url: parts.jobs(settings.registry_urls or [url]))
+        return RoleApp(
+            app,
+            lambda urls: parts.jobs(
+                registries(urls),
+                jwks_url=urls["accounts"] + JWKS_PATH if "accounts" in urls else None,
+            ),
+        )
     if role == "registry":
         return RoleApp(
             build_registry(runtime),
-            lambda url: node_tasks(runtime.registry, settings.registry_advertise_url or url),
+            lambda urls: node_tasks(
+                runtime.registry, settings.registry_advertise_url or urls["registry"]
+            ),
         )
-    if role == "admin":
-        return RoleApp(build_admin(runtime))
+    if role in {"admin", "accounts"}:
+        found = accounts or AccountsParts.build(runtime)
+        app = build_admin(runtime, found) if role == "admin" else build_accounts(found)
+        # Jobs only once per process, even when admin and accounts share the parts.
+        shared = accounts is not None and role == "admin"
+        return RoleApp(app, _no_jobs if shared else lambda urls: found.jobs(registries(urls)))
     raise ValueError(f"unknown role {role!r}")
 
 
-ROLES = ("gateway", "admin", "registry")
+ROLES = ("gateway", "admin", "registry", "accounts")
 
 
 def build_app(role: str, runtime: Runtime) -> ASGIApp:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from gridgate.gateway.tokens import MemoryRevocationList
 from gridgate.operators.services import TokenIssuer
 from gridgate.registry.auth import RegistryAuth
 from gridgate.registry.interfaces import RegistryStore, Timings
@@ -32,6 +33,8 @@ class Runtime:
     operator_tokens: TokenIssuer
     registry: RegistryStore
     registry_auth: RegistryAuth
+    #: Sessions revoked at logout, consulted by a gateway in this process (and fed from Redis).
+    revocations: MemoryRevocationList = field(default_factory=MemoryRevocationList)
     #: Called after every committed catalog change (a gateway in this process reloads at once).
     catalog_listeners: list[Callable[[], None]] = field(default_factory=list)
 

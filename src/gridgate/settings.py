@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     gateway_port: int = Field(8080, ge=0, le=65535)
     admin_port: int = Field(8090, ge=0, le=65535)
     registry_port: int = Field(8070, ge=0, le=65535)
+    accounts_port: int = Field(8060, ge=0, le=65535)
 
     secret_key: SecretStr | None = None
     data_key: SecretStr | None = None
@@ -115,6 +116,14 @@ class Settings(BaseSettings):
     accounts_jwks_url: str | None = None
     token_issuer: str = "gridgate-accounts"  # noqa: S105 - an issuer name, not a secret
     token_audience: str = "gridgate"  # noqa: S105 - an audience name, not a secret
+
+    #: ``console`` (development: DATA_DIR/sms-outbox.jsonl) or ``http`` (a real SMS gateway).
+    sms_provider: Literal["console", "http"] = "console"
+    sms_http_url: str | None = None
+    sms_http_token: SecretStr | None = None
+    sms_template: str = "【网上国网】验证码 {code}，{minutes} 分钟内有效，请勿告诉他人。"
+    #: Whether one 户号 may be bound to several accounts (family members, a landlord …).
+    accounts_allow_shared_binding: bool = True
 
     operator_token_ttl_s: int = Field(900, ge=60, le=86_400)
     operator_lockout_threshold: int = Field(10, ge=3, le=100)
@@ -220,6 +229,12 @@ class Settings(BaseSettings):
             found.append(f"GRIDGATE_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes")
         if self.data_key is None:
             found.append("GRIDGATE_DATA_KEY (base64 of 32 random bytes) is required in production")
+        if self.sms_provider == "console":
+            found.append(
+                "GRIDGATE_SMS_PROVIDER=http with GRIDGATE_SMS_HTTP_URL is required in production"
+            )
+        elif not self.sms_http_url:
+            found.append("GRIDGATE_SMS_HTTP_URL is required for the http SMS provider")
         return found
 
     def with_development_keys(self) -> Settings:

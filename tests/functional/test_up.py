@@ -100,7 +100,7 @@ def test_up_serves_seeds_stops_and_keeps_data(up_dir: Path) -> None:
             assert httpx.get(f"{url}/metrics").status_code == 200
         # Every demo business system runs twice, registered through the SDK.
         token = json.loads((up_dir / "keys.json").read_text())["registry_token"]
-        wanted = [
+        wanted = [{"service": "accounts", "instances": 1, "healthy": 1}] + [
             {"service": code, "instances": 2, "healthy": 2}
             for code in ("billing", "consultation", "marketing", "notices", "payment")
         ]

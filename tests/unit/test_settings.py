@@ -89,6 +89,10 @@ def test_production_requires_real_secrets(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(ConfigurationError, match="at least 32 bytes"):
         load_settings()
     monkeypatch.setenv("GRIDGATE_SECRET_KEY", new_key())
+    with pytest.raises(ConfigurationError, match="GRIDGATE_SMS_PROVIDER"):
+        load_settings()  # the console SMS provider is for development only
+    monkeypatch.setenv("GRIDGATE_SMS_PROVIDER", "http")
+    monkeypatch.setenv("GRIDGATE_SMS_HTTP_URL", "https://sms.example/send")
     settings = load_settings()
     assert settings.production
     assert settings.with_development_keys() is settings  # never writes keys in production

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 import gridgate
+from gridgate.accounts.parts import AccountsParts
 from gridgate.app import ROLES, build_role
 from gridgate.demo.data import generate_demo_data
 from gridgate.demo.runner import demo_listeners, registrations
@@ -125,6 +126,8 @@ def up(
         "gateway": settings.gateway_port,
         "admin": settings.admin_port,
         "registry": settings.registry_port,
+        # An intranet service found through the registry, like the business systems.
+        "accounts": 0,
     }
     _run(_up(settings, ports))
 
@@ -133,7 +136,8 @@ async def _up(settings: Settings, ports: dict[str, int]) -> None:
     runtime = Runtime.build(settings)
     try:
         await runtime.db.migrate()
-        roles = {role: build_role(role, runtime) for role in ports}
+        accounts = AccountsParts.build(runtime)
+        roles = {role: build_role(role, runtime, accounts=accounts) for role in ports}
         listeners = [
             Listener(role, roles[role].app, settings.bind_host, port)
             for role, port in ports.items()
@@ -150,14 +154,17 @@ async def _up(settings: Settings, ports: dict[str, int]) -> None:
         # secrets never reached demo.json.
         seeded = None if data is None else await seed_demo(runtime, data)
         urls = {lst.name: lst.url for lst in listeners}
-        background = [job for role in roles.values() for job in role.jobs(urls["registry"])]
+        background = [job for role in roles.values() for job in role.jobs(urls)]
         out.print(f"[bold green]gridgate {gridgate.__version__}[/] is up:")
         out.print(f"  gateway   {urls['gateway']}   (channels sign requests to it)")
         out.print(f"  admin     {urls['admin']}/admin/docs   (admin API and Swagger UI)")
         out.print(f"  registry  {urls['registry']}   (service center)")
+        out.print(f"  accounts  {urls['accounts']}   (behind the gateway; JWKS for gateways)")
         if not settings.production:
-            passwords = await demo_passwords(runtime, sorted(SYSTEMS))
+            passwords = await demo_passwords(runtime, [*sorted(SYSTEMS), "accounts"])
+            # The accounts service registers like the demo systems: the gateway finds it there.
             running = [lst for lst in demo if lst.name.removeprefix("demo-") in passwords]
+            running += [lst for lst in listeners if lst.name == "accounts"]
             background.append(registrations(running, [urls["registry"]], passwords))
             systems = sorted({lst.name for lst in running})
             out.print(f"  demo      {len(running)} instances of {', '.join(systems)}")
@@ -202,8 +209,8 @@ def serve_role(
             except ListenerError as exc:
                 raise _fail(str(exc), code=1) from None
             out.print(f"gridgate {role} listening on {listener.url}")
-            own_registry = f"http://127.0.0.1:{settings.registry_port}"
-            background = built.jobs(listener.url if role == "registry" else own_registry)
+            urls = {"registry": f"http://127.0.0.1:{settings.registry_port}", role: listener.url}
+            background = built.jobs(urls)
             await serve(
                 [listener], shutdown_timeout_s=settings.shutdown_timeout_s, background=background
             )
@@ -319,6 +326,47 @@ def bench_registry(
     except RuntimeError as exc:
         raise _fail(str(exc), code=1) from None
     table = Table(title="gridgate registry benchmark (Redis store, one node)")
+    for column in ("Metric", "Result", "Detail", "Target", "Met"):
+        table.add_column(column)
+    for row in report.rows:
+        met = "" if row.met is None else ("[green]yes[/]" if row.met else "[red]no[/]")
+        table.add_row(row.metric, row.result, row.detail, row.target, met)
+    for name, value in report.machine.items():
+        out.print(f"{name}: {value}", highlight=False)
+    out.print(table)
+    if markdown:
+        print(report.markdown())
+
+
+@bench_app.command("gateway")
+def bench_gateway(
+    duration: Annotated[int, typer.Option(min=1, help="Seconds per wrk run.")] = 10,
+    half_rate: Annotated[
+        int | None,
+        typer.Option(min=1, help="Requests/s of the paced runs (default: half of the max)."),
+    ] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="Also record the gateway under load with py-spy (collapsed stacks)."),
+    ] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Also print Markdown.")] = False,
+) -> None:
+    """Gateway vs nginx per core on a 1 KB JSON backend: RPS, p50/p99, added p99 latency."""
+    # Imported here: the benchmark is never part of a listener's process.
+    from gridgate.bench.gateway import run_gateway_bench  # noqa: PLC0415
+
+    command = " ".join(["gridgate", *sys.argv[1:]])
+    try:
+        report = run_gateway_bench(
+            duration=duration,
+            half_rate=half_rate,
+            profile=profile,
+            command=command,
+            progress=lambda message: err.print(f"[dim]… {message}[/]", highlight=False),
+        )
+    except RuntimeError as exc:
+        raise _fail(str(exc), code=1) from None
+    table = Table(title="gridgate gateway benchmark (one core each, 1 KB JSON backend)")
     for column in ("Metric", "Result", "Detail", "Target", "Met"):
         table.add_column(column)
     for row in report.rows:

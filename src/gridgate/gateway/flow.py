@@ -263,6 +263,14 @@ class RateLimiter:
             f"more than {item.amount} requests in {item.get_expiry()} s", retry_after=retry_after
         )
 
+    async def allows(self, key: str, amount: int, window_s: int) -> bool:
+        """Whether ``key`` may still happen (fewer than ``amount`` in the last ``window_s``)."""
+        return bool(await self._limiter.test(RateLimitItemPerSecond(amount, window_s), key))
+
+    async def count(self, key: str, amount: int, window_s: int) -> None:
+        """Record one event of ``key`` against ``amount`` per ``window_s`` seconds."""
+        await self._limiter.hit(RateLimitItemPerSecond(amount, window_s), key)
+
     async def close(self) -> None:
         """Release the Redis connections, if any."""
         if self._pool is not None:

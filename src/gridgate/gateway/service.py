@@ -74,8 +74,9 @@ class GatewayParts:
         else:
             nonces = MemoryNonceStore()
             limiter = RateLimiter("memory://")
-        revocations = revocations or MemoryRevocationList()
-        if verifier is None and settings.accounts_jwks_url:
+        revocations = revocations or runtime.revocations
+        if verifier is None:
+            # Keys arrive from the accounts service's JWKS once a fetcher runs (see jobs).
             verifier = JwksVerifier(
                 settings.token_issuer, settings.token_audience, revoked=revocations
             )
@@ -118,12 +119,13 @@ class GatewayParts:
             max_body_bytes=self.runtime.settings.gateway_max_body_bytes,
         )
 
-    def jobs(self, registry_urls: list[str]) -> list[Job]:
+    def jobs(self, registry_urls: list[str], *, jwks_url: str | None = None) -> list[Job]:
         """Background jobs: catalog snapshot, discovery, access log, key and revocation feeds."""
         jobs: list[Job] = [self._run_dispatch(registry_urls), self.holder.run, self.sink.run]
         settings = self.runtime.settings
-        if isinstance(self.verifier, JwksVerifier) and settings.accounts_jwks_url:
-            jobs.append(JwksFetcher(settings.accounts_jwks_url, self.verifier).run)
+        jwks_url = settings.accounts_jwks_url or jwks_url
+        if isinstance(self.verifier, JwksVerifier) and jwks_url:
+            jobs.append(JwksFetcher(jwks_url, self.verifier).run)
         if settings.redis_url:
             jobs.append(self._run_revocations(settings.redis_url))
         return jobs

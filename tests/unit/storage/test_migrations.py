@@ -8,7 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
+import gridgate.accounts.models
 import gridgate.catalog.models
+import gridgate.logs.models
 import gridgate.operators.models  # noqa: F401 - registers the tables
 from gridgate.storage.db import Database
 from gridgate.storage.models import Base

@@ -5,7 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import gridgate.accounts.models
 import gridgate.catalog.models
+import gridgate.logs.models
 import gridgate.operators.models  # noqa: F401 - registers the tables on Base.metadata
 from gridgate.storage.models import Base
 

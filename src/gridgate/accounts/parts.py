@@ -1,0 +1,195 @@
+"""Assembles the accounts service of one process and its background jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gridgate.accounts.bindings import BindingService
+from gridgate.accounts.directory import CustomerDirectory, MarketingDirectory
+from gridgate.accounts.files import MAX_IMAGE_BYTES, DirectoryFileStore, FileStore
+from gridgate.accounts.services import AccountService
+from gridgate.accounts.sms import (
+    CodeStore,
+    MemoryCodeStore,
+    RedisCodeStore,
+    SmsCodes,
+    SmsProvider,
+    provider_for,
+)
+from gridgate.accounts.tokens import KeyRing
+from gridgate.errors import Locked, UpstreamUnavailable
+from gridgate.gateway.flow import RateLimiter
+from gridgate.gateway.tokens import RedisRevocationFeed
+from gridgate.registry.client import Discovery, RegistryClient, RegistryUnavailable
+from gridgate.runtime import Runtime
+
+__all__ = ["AccountsParts", "LoginGuard", "RuntimeRevoker"]
+
+_log = structlog.get_logger("gridgate.accounts")
+Job = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+#: Failed sign-ins per client address before it must wait (well under ASVS's 100 per hour).
+IP_FAILURES, IP_WINDOW_S = 30, 600
+
+
+class LoginGuard:
+    """Counts failed sign-ins per client address; too many make that address wait.
+
+    Keyed by address, so an attacker slows down only their own address, never the victim's
+    account from elsewhere (the account's own lock is short and temporary).
+    """
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def check(self, client_ip: str) -> None:
+        """Refuse while the address has too many recent failures."""
+        if client_ip and not await self.limiter.allows(
+            f"login-ip:{client_ip}", IP_FAILURES, IP_WINDOW_S
+        ):
+            raise Locked("too many failed sign-ins from this address", retry_after=IP_WINDOW_S)
+
+    async def failed(self, client_ip: str) -> None:
+        """Count a failure."""
+        if client_ip:
+            await self.limiter.count(f"login-ip:{client_ip}", IP_FAILURES, IP_WINDOW_S)
+
+
+class RuntimeRevoker:
+    """Revokes sessions for a gateway in this process, and for every gateway through Redis."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def revoke(self, session_ids: list[str], until: float) -> None:
+        """Add the sessions to the revocation list (and publish them when Redis is used)."""
+        for session_id in session_ids:
+            self.runtime.revocations.revoke(session_id, until)
+        url = self.runtime.settings.redis_url
+        if url:
+            redis = Redis.from_url(url)
+            try:
+                feed = RedisRevocationFeed(redis, self.runtime.revocations)
+                for session_id in session_ids:
+                    await feed.publish(session_id, until)
+            finally:
+                await redis.aclose()
+
+
+class _PendingDirectory:
+    """Stands in until discovery of the marketing system has started."""
+
+    async def customer(self, customer_no: str) -> None:
+        raise UpstreamUnavailable("the marketing system has not been reached yet")
+
+    async def service_password_matches(self, customer_no: str, password: str) -> bool:
+        raise UpstreamUnavailable("the marketing system has not been reached yet")
+
+
+@dataclass
+class AccountsParts:
+    """The accounts service's collaborators."""
+
+    runtime: Runtime
+    sms: SmsCodes
+    store: CodeStore
+    files: FileStore
+    keys: KeyRing
+    login_guard: LoginGuard
+    revoker: RuntimeRevoker
+    directory: CustomerDirectory = field(default_factory=_PendingDirectory)
+    max_image_bytes: int = MAX_IMAGE_BYTES
+
+    @classmethod
+    def build(
+        cls,
+        runtime: Runtime,
+        *,
+        directory: CustomerDirectory | None = None,
+        provider: SmsProvider | None = None,
+    ) -> AccountsParts:
+        """Wire the stores the settings name."""
+        settings = runtime.settings
+        store: CodeStore
+        if settings.redis_url:
+            store = RedisCodeStore(Redis.from_url(settings.redis_url), owns_client=True)
+            limiter = RateLimiter(settings.redis_url)
+        else:
+            store = MemoryCodeStore()
+            limiter = RateLimiter("memory://")
+        provider = provider or provider_for(
+            settings.sms_provider,
+            production=settings.production,
+            outbox=settings.data_dir / "sms-outbox.jsonl",
+            url=settings.sms_http_url,
+            template=settings.sms_template,
+            token=settings.sms_http_token.get_secret_value() if settings.sms_http_token else None,
+        )
+        # A key of its own for code digests, derived so it changes with the data key.
+        key = hmac.new(settings.data_keys[0], b"gridgate-sms-codes", hashlib.sha256).digest()
+        parts = cls(
+            runtime=runtime,
+            sms=SmsCodes(store, provider, key=key),
+            store=store,
+            files=DirectoryFileStore(settings.data_dir / "uploads", runtime.box),
+            keys=KeyRing(
+                runtime.box, issuer=settings.token_issuer, audience=settings.token_audience
+            ),
+            login_guard=LoginGuard(limiter),
+            revoker=RuntimeRevoker(runtime),
+        )
+        if directory is not None:
+            parts.directory = directory
+        return parts
+
+    def accounts(self, session: AsyncSession) -> AccountService:
+        """The account service on ``session``."""
+        return AccountService(session, self.runtime.box, self.keys, self.revoker)
+
+    def bindings(self, session: AsyncSession) -> BindingService:
+        """The binding service on ``session``."""
+        return BindingService(
+            session,
+            self.directory,
+            self.sms,
+            allow_shared=self.runtime.settings.accounts_allow_shared_binding,
+        )
+
+    def jobs(self, registry_urls: list[str]) -> list[Job]:
+        """Discovery of the marketing system, for binding."""
+
+        async def run(stopping: asyncio.Event) -> None:
+            token = self.runtime.settings.registry_token
+            client = RegistryClient(
+                registry_urls, token=token.get_secret_value() if token else None
+            )
+            discovery = Discovery(client, services=["marketing"])
+            directory = MarketingDirectory(discovery)
+            try:
+                while not stopping.is_set():
+                    try:
+                        await discovery.start()
+                        break
+                    except RegistryUnavailable as exc:
+                        _log.warning("accounts_waiting_for_registry", error=str(exc))
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stopping.wait(), timeout=1.0)
+                self.directory = directory
+                await stopping.wait()
+            finally:
+                await discovery.stop()
+                await directory.aclose()
+                await client.aclose()
+                await self.store.close()
+                await self.login_guard.limiter.close()
+
+        return [run]

@@ -1,0 +1,1 @@
+-- Plain GETs of the URL given to wrk (nginx direct and nginx proxy_pass).

@@ -1,0 +1,340 @@
+"""The log buffer between the log service and the batcher: a Redis Stream, or a local spool.
+
+Both behave like a stream with one consumer group: ``append`` adds records, ``read`` hands a
+batch to a consumer (first what it or a dead consumer left unacknowledged), ``ack`` forgets it.
+Entry ids grow with each append and sort as text, so a batch's first and last id name it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+__all__ = ["BufferStats", "Entry", "LogBuffer", "RedisStreamBuffer", "SpoolBuffer"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One buffered record: its id in the buffer and its JSON bytes."""
+
+    id: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStats:
+    """How much the buffer holds: entries not yet delivered, and delivered but not acked."""
+
+    waiting: int
+    pending: int
+
+
+class LogBuffer(Protocol):
+    """A durable queue of access-log records read by a consumer group."""
+
+    async def append(self, records: Sequence[bytes]) -> None:
+        """Add ``records`` (JSON documents) in order."""
+        ...
+
+    async def read(self, consumer: str, count: int, *, block_ms: int = 0) -> list[Entry]:
+        """Up to ``count`` entries for ``consumer``: unacked ones first, then new ones."""
+        ...
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        """Forget entries that were durably written elsewhere."""
+        ...
+
+    async def stats(self) -> BufferStats:
+        """What the buffer holds now."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisStreamBuffer:
+    """The buffer in a Redis Stream shared by every gateway node (cluster mode).
+
+    Trimming is approximate (``MAXLEN ~``): when the batchers fall behind by more than
+    ``max_len`` entries the oldest are lost — the bound that keeps Redis's memory finite.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        key: str = "gg:logs",
+        group: str = "batchers",
+        max_len: int = 1_000_000,
+        claim_idle_ms: int = 60_000,
+        owns_client: bool = False,
+    ) -> None:
+        self.redis = redis
+        self.key = key
+        self.group = group
+        self.max_len = max_len
+        self.claim_idle_ms = claim_idle_ms
+        self._owns_client = owns_client
+        self._group_ready = False
+        # A restarted consumer first takes back what it read before it died.
+        self._recover_from: dict[str, str] = {}
+        self._seen: set[str] = set()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStreamBuffer:
+        """A buffer on its own client."""
+        return cls(Redis.from_url(url), owns_client=True, **options)
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            await self.redis.xgroup_create(self.key, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def append(self, records: Sequence[bytes]) -> None:
+        """XADD each record, trimming the stream to about ``max_len`` entries."""
+        if not records:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for data in records:
+                pipe.xadd(self.key, {"r": data}, maxlen=self.max_len, approximate=True)
+            await pipe.execute()
+
+    @classmethod
+    def _read_answer(cls, answer: Any) -> list[Entry]:
+        # RESP2 answers [[key, entries]], RESP3 {key: entries}.
+        if not answer:
+            return []
+        streams = list(answer.values()) if isinstance(answer, dict) else [s[1] for s in answer]
+        return cls._entries(streams[0])
+
+    @staticmethod
+    def _entries(raw: Any) -> list[Entry]:
+        entries = []
+        for entry_id, fields in raw:
+            if fields is None:  # trimmed away while pending
+                continue
+            data = fields.get(b"r", fields.get("r"))
+            if data is not None:
+                entries.append(
+                    Entry(_text(entry_id), data if isinstance(data, bytes) else data.encode())
+                )
+        return entries
+
+    async def read(self, consumer: str, count: int, *, block_ms: int = 0) -> list[Entry]:
+        """Own pending entries after a restart, then others' stale ones, then new ones."""
+        await self._ensure_group()
+        if consumer not in self._seen:
+            self._seen.add(consumer)
+            self._recover_from[consumer] = "0"
+        start = self._recover_from.get(consumer)
+        if start is not None:
+            # Page through this consumer's own pending entries, once, after a restart.
+            answer = await self.redis.xreadgroup(
+                self.group, consumer, {self.key: start}, count=count
+            )
+            entries = self._read_answer(answer)
+            if entries:
+                self._recover_from[consumer] = entries[-1].id
+                return entries
+            del self._recover_from[consumer]
+        claimed = await self.redis.xautoclaim(
+            self.key, self.group, consumer, self.claim_idle_ms, "0-0", count=count
+        )
+        entries = self._entries(claimed[1])
+        if entries:
+            return entries
+        answer = await self.redis.xreadgroup(
+            self.group, consumer, {self.key: ">"}, count=count, block=block_ms or None
+        )
+        return self._read_answer(answer)
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        """XACK the entries (trimming removes them later)."""
+        if ids:
+            await self.redis.xack(self.key, self.group, *ids)
+
+    async def stats(self) -> BufferStats:
+        """The group's lag and pending count."""
+        await self._ensure_group()
+        groups = await self.redis.xinfo_groups(self.key)
+        for group in groups:
+            if _text(group["name"]) == self.group:
+                lag = group.get("lag")
+                waiting = int(lag) if lag is not None else int(await self.redis.xlen(self.key))
+                return BufferStats(waiting=waiting, pending=int(group["pending"]))
+        return BufferStats(waiting=0, pending=0)
+
+    async def close(self) -> None:
+        """Close the client when this buffer made it."""
+        if self._owns_client:
+            await self.redis.aclose()
+
+
+_SEGMENT_SUFFIX = ".seg"
+_COMMIT_FILE = "committed"
+
+
+class SpoolBuffer:
+    """The buffer of one process: append-only segment files in the data dir (embedded mode).
+
+    A record is appended (and by default fsynced) before ``append`` returns, so a crash loses
+    nothing the log service handed over. Ids are global byte offsets; the committed offset —
+    everything before it acknowledged — is kept in a small file, and a restart re-delivers
+    everything after it. Segments wholly before it are deleted.
+    """
+
+    def __init__(
+        self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024, fsync: bool = True
+    ) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._new_data = asyncio.Event()
+        directory.mkdir(parents=True, exist_ok=True)
+        self._committed = self._read_commit()
+        self._segments = sorted(
+            int(p.name.removesuffix(_SEGMENT_SUFFIX)) for p in directory.glob(f"*{_SEGMENT_SUFFIX}")
+        )
+        if not self._segments:
+            self._segments = [self._committed]
+        self._end = self._segments[-1] + self._repair_tail(self._path(self._segments[-1]))
+        self._position = max(self._committed, self._segments[0])  # next offset to deliver
+        self._delivered: deque[tuple[int, int]] = deque()  # (offset, end) not yet acked
+        self._acked: set[int] = set()
+
+    def _path(self, base: int) -> Path:
+        return self.directory / f"{base:020d}{_SEGMENT_SUFFIX}"
+
+    def _read_commit(self) -> int:
+        path = self.directory / _COMMIT_FILE
+        return int(path.read_text().strip() or 0) if path.exists() else 0
+
+    @staticmethod
+    def _repair_tail(path: Path) -> int:
+        # A crash in the middle of a write leaves a torn last line: it was never acknowledged.
+        if not path.exists():
+            path.touch()
+            return 0
+        data = path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        if keep != len(data):
+            with path.open("r+b") as handle:
+                handle.truncate(keep)
+        return keep
+
+    def _append_sync(self, records: Sequence[bytes]) -> None:
+        with self._lock:
+            base = self._segments[-1]
+            if self._end - base >= self.segment_bytes:
+                base = self._end
+                self._segments.append(base)
+            payload = b"".join(r.replace(b"\n", b" ") + b"\n" for r in records)
+            with self._path(base).open("ab") as handle:
+                handle.write(payload)
+                handle.flush()
+                if self.fsync:
+                    os.fsync(handle.fileno())
+            self._end += len(payload)
+
+    async def append(self, records: Sequence[bytes]) -> None:
+        """Append ``records`` to the active segment before returning."""
+        if not records:
+            return
+        await asyncio.to_thread(self._append_sync, records)
+        self._new_data.set()
+
+    def _read_sync(self, count: int) -> list[Entry]:
+        entries: list[Entry] = []
+        with self._lock:
+            while len(entries) < count and self._position < self._end:
+                # A segment ends exactly where the next begins, so this finds the right one.
+                base = max(b for b in self._segments if b <= self._position)
+                before = len(entries)
+                with self._path(base).open("rb") as handle:
+                    handle.seek(self._position - base)
+                    while len(entries) < count:
+                        line = handle.readline()
+                        if not line.endswith(b"\n"):
+                            break
+                        offset = self._position
+                        self._position += len(line)
+                        self._delivered.append((offset, self._position))
+                        entries.append(Entry(f"{offset:020d}", line[:-1]))
+                if len(entries) == before:
+                    break
+        return entries
+
+    async def read(self, consumer: str, count: int, *, block_ms: int = 0) -> list[Entry]:
+        """The next ``count`` undelivered entries, waiting up to ``block_ms`` for some."""
+        del consumer  # one process, one consumer: the ack offset is the group's state
+        self._new_data.clear()
+        entries = await asyncio.to_thread(self._read_sync, count)
+        if entries or not block_ms:
+            return entries
+        try:
+            await asyncio.wait_for(self._new_data.wait(), timeout=block_ms / 1000)
+        except TimeoutError:
+            return []
+        return await asyncio.to_thread(self._read_sync, count)
+
+    def _ack_sync(self, ids: Sequence[str]) -> None:
+        with self._lock:
+            self._acked.update(int(i) for i in ids)
+            committed = self._committed
+            while self._delivered and self._delivered[0][0] in self._acked:
+                offset, committed = self._delivered.popleft()
+                self._acked.discard(offset)
+            if committed == self._committed:
+                return
+            tmp = self.directory / f"{_COMMIT_FILE}.tmp"
+            tmp.write_text(str(committed))
+            tmp.replace(self.directory / _COMMIT_FILE)
+            self._committed = committed
+            # Whole segments before the commit point are no longer needed.
+            while len(self._segments) > 1 and self._segments[1] <= committed:
+                self._path(self._segments.pop(0)).unlink(missing_ok=True)
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        """Acknowledge; the committed offset moves over every acked prefix."""
+        if ids:
+            await asyncio.to_thread(self._ack_sync, ids)
+
+    async def stats(self) -> BufferStats:
+        """Bytes are not records: count lines past the delivery position."""
+        return await asyncio.to_thread(self._stats_sync)
+
+    def _stats_sync(self) -> BufferStats:
+        with self._lock:
+            waiting = 0
+            for base in self._segments:
+                path = self._path(base)
+                if not path.exists():
+                    continue
+                with path.open("rb") as handle:
+                    start = max(self._position - base, 0)
+                    handle.seek(start)
+                    waiting += handle.read().count(b"\n") if start < path.stat().st_size else 0
+            return BufferStats(waiting=waiting, pending=len(self._delivered))
+
+    async def close(self) -> None:
+        """Nothing to release: files are opened per call."""

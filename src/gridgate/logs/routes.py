@@ -1,0 +1,95 @@
+"""Admin API: channel traffic analytics and an account's service trajectory."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import AwareDatetime
+
+from gridgate.errors import InvalidRequest
+from gridgate.logs.models import NONE
+from gridgate.logs.schemas import TrafficOut, TrajectoryItemOut
+from gridgate.logs.services import TrafficFilter, list_traffic, list_trajectory
+from gridgate.schemas import Page
+from gridgate.web.deps import ADMIN_PREFIX, Admin, PageParams, require
+
+__all__ = ["router"]
+
+router = APIRouter(prefix=ADMIN_PREFIX)
+Analyst = Annotated[Admin, Depends(require("admin", "auditor"))]
+AnyOperator = Annotated[Admin, Depends(require("admin", "reviewer", "auditor"))]
+CodeFilter = Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")]
+From = Annotated[AwareDatetime | None, Query(alias="from", description="From (inclusive).")]
+To = Annotated[AwareDatetime | None, Query(alias="to", description="Up to (exclusive).")]
+AccountParam = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+
+
+def _known(value: str) -> str | None:
+    return None if value == NONE else value
+
+
+def _check_range(start: AwareDatetime | None, end: AwareDatetime | None) -> None:
+    if start is not None and end is not None and end < start:
+        raise InvalidRequest("'to' is before 'from'", field="to")
+
+
+@router.get("/analytics/traffic", tags=["analytics"], summary="Hourly traffic per channel")
+async def read_traffic(
+    admin: Analyst,
+    paging: PageParams,
+    start: From = None,
+    end: To = None,
+    channel: CodeFilter = None,
+    interface: CodeFilter = None,
+) -> Page[TrafficOut]:
+    """Requests, errors, latency percentiles and distinct accounts per channel, interface, hour."""
+    _check_range(start, end)
+    where = TrafficFilter(start, end, channel, interface)
+    async with admin.transaction() as session:
+        rows, total = await list_traffic(
+            session, where, page=paging.page, page_size=paging.page_size
+        )
+    items = [
+        TrafficOut(
+            hour=row.hour,
+            channel=_known(row.channel),
+            interface=_known(row.interface),
+            requests=row.requests,
+            errors=row.errors,
+            p50_ms=row.p50_ms,
+            p95_ms=row.p95_ms,
+            p99_ms=row.p99_ms,
+            queue_wait_p99_ms=row.queue_wait_p99_ms,
+            accounts=row.accounts,
+        )
+        for row in rows
+    ]
+    return Page(items=items, total=total, page=paging.page, page_size=paging.page_size)
+
+
+@router.get("/accounts/{account_id}/trajectory", tags=["accounts"], summary="An account's actions")
+async def read_trajectory(
+    account_id: AccountParam,
+    admin: AnyOperator,
+    paging: PageParams,
+    start: From = None,
+    end: To = None,
+) -> Page[TrajectoryItemOut]:
+    """Every request of the account through any channel, newest first (as analysed so far)."""
+    _check_range(start, end)
+    async with admin.transaction() as session:
+        rows, total = await list_trajectory(
+            session, account_id, start=start, end=end, page=paging.page, page_size=paging.page_size
+        )
+    items = [
+        TrajectoryItemOut(
+            time=row.time,
+            channel=_known(row.channel),
+            interface=_known(row.interface),
+            status=row.status,
+            code=row.code,
+        )
+        for row in rows
+    ]
+    return Page(items=items, total=total, page=paging.page, page_size=paging.page_size)

@@ -1,0 +1,108 @@
+"""The log service never blocks, counts what it drops, and the assembled jobs move records."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
+
+from gridgate.logs.buffer import SpoolBuffer
+from gridgate.logs.models import TrafficHour
+from gridgate.logs.service import LogParts, LogService
+from gridgate.runtime import Runtime
+from tests.unit.logs.helpers import record
+
+
+class FlakyBuffer(SpoolBuffer):
+    """A spool that refuses appends while ``failing`` (Redis away, disk full)."""
+
+    failing = False
+
+    async def append(self, records: Sequence[bytes]) -> None:
+        if self.failing:
+            raise ConnectionError("buffer away")
+        await super().append(records)
+
+
+def _dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("gridgate_log_records_dropped_total", {"reason": reason}) or 0
+
+
+async def _until(condition: object, deadline_s: float = 20.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not await condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
+    service = LogService(SpoolBuffer(tmp_path), max_queue=3)
+    before = _dropped("queue_full")
+    taken = [service.offer(record()) for _ in range(5)]
+    assert taken == [True, True, True, False, False]
+    assert service.status().queued == 3 and service.status().dropped == 2
+    assert _dropped("queue_full") == before + 2
+
+
+async def test_records_wait_in_order_while_the_buffer_is_away(tmp_path: Path) -> None:
+    buffer = FlakyBuffer(tmp_path)
+    service = LogService(buffer, batch=2, max_queue=4)
+    records = [record() for _ in range(4)]
+    for item in records:
+        service.offer(item)
+    buffer.failing = True
+    with pytest.raises(ConnectionError):
+        await service.flush()
+    assert service.status().queued == 4 and service.status().dropped == 0
+    buffer.failing = False
+    assert await service.flush() == 4
+    entries = await buffer.read("c", 10)
+    assert [orjson.loads(e.data)["trace_id"] for e in entries] == [r.trace_id for r in records]
+
+
+async def test_the_job_flushes_a_full_batch_at_once_and_the_rest_on_stop(tmp_path: Path) -> None:
+    buffer = SpoolBuffer(tmp_path)
+    service = LogService(buffer, batch=10, linger_s=3600)
+    stopping = asyncio.Event()
+    job = asyncio.create_task(service.run(stopping))
+    for _ in range(10):
+        service.offer(record())
+
+    async def appended() -> bool:
+        return service.status().appended == 10
+
+    await _until(appended)
+    service.offer(record())
+    stopping.set()
+    await asyncio.wait_for(job, timeout=20)
+    assert service.status().appended == 11
+    assert (await buffer.stats()).waiting == 11
+
+
+async def test_log_parts_move_records_into_the_analytics(runtime: Runtime) -> None:
+    await runtime.db.migrate()
+    parts = LogParts.build(runtime, analysis_interval_s=0.05)
+    assert isinstance(parts.buffer, SpoolBuffer)
+    assert parts.store.local_root == (runtime.settings.data_dir / "logs").resolve()
+    stopping = asyncio.Event()
+    jobs = [asyncio.create_task(job(stopping)) for job in parts.jobs()]
+    for _ in range(5):
+        assert parts.sink.offer(record())
+
+    async def analysed() -> bool:
+        async with runtime.db.sessions() as session:
+            total = await session.scalar(select(func.sum(TrafficHour.requests)))
+        return total == 5
+
+    try:
+        await _until(analysed)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(asyncio.gather(*jobs), timeout=20)
+    assert list(runtime.settings.data_dir.glob("log-spool/*.seg"))
