@@ -40,6 +40,8 @@ __all__ = [
 _log = structlog.get_logger("gridgate.gateway.tokens")
 #: Far above any token we issue; refusing bigger ones bounds the work an attacker can cause.
 MAX_TOKEN_LENGTH = 4096
+#: Verified tokens remembered at most (a few MB at the token size of this platform).
+_VERIFIED_CACHE = 50_000
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub", "lvl", "ch", "sid"]
 _ED25519_X = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes, base64url without padding
 
@@ -170,6 +172,7 @@ class JwksVerifier:
         self.leeway_s = leeway_s
         self._revoked = revoked
         self._keys: dict[str, Ed25519PublicKey] = {}
+        self._verified: dict[str, Claims] = {}
         #: Called (on the event loop, without arguments) when a token names an unknown key;
         #: :class:`JwksFetcher` sets it to refresh early, as after a rotation.
         self.on_unknown_kid: Callable[[], None] | None = None
@@ -185,11 +188,31 @@ class JwksVerifier:
         if not keys:
             # Wiping every key would refuse every user; the issuer can sign with none of them.
             raise ValueError("the JWKS holds no usable Ed25519 key")
+        self._verified = {}  # tokens of a removed key must be checked again
         self._keys = keys  # one reference swap: a concurrent verify sees old or new, never a mix
         _log.info("jwks_keys_set", kids=sorted(keys))
 
     def verify(self, token: str) -> Claims:
-        """The token's claims, or :class:`InvalidToken` for anything wrong with it."""
+        """The token's claims, or :class:`InvalidToken` for anything wrong with it.
+
+        A token verified once is remembered until it expires: a customer's app sends the same
+        token many times, and the signature check is a quarter of a request's cost. Expiry and
+        revocation are still checked on every call; a key change forgets everything.
+        """
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.time() <= cached.expires_at + self.leeway_s:
+                if self._revoked.is_revoked(cached.session_id):
+                    raise InvalidToken("session revoked")
+                return cached
+            del self._verified[token]
+        claims = self._verify(token)
+        if len(self._verified) >= _VERIFIED_CACHE:
+            self._verified.clear()  # crude but bounded: a full cache refills within seconds
+        self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str) -> Claims:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken("malformed token")
         try:
