@@ -11,7 +11,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
@@ -52,15 +52,6 @@ _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 async def _not_found(_request: Request) -> None:
     raise NotFound("nothing is served at this path")
-
-
-def _plain(listener: str, runtime: Runtime, routes: list[BaseRoute]) -> Starlette:
-    app = Starlette(
-        routes=[*probe_routes(listener, {"database": runtime.db.ping}), *routes],
-    )
-    install_problem_handlers(app)
-    app.state.runtime = runtime
-    return app
 
 
 def build_admin(runtime: Runtime, accounts: AccountsParts | None = None) -> ASGIApp:
@@ -151,7 +142,14 @@ def build_role(
     if role == "gateway":
         parts = gateway or GatewayParts.build(runtime)
         runtime.catalog_listeners.append(parts.holder.notify)
-        probes = _plain("gateway", runtime, [])
+        async def catalog_loaded() -> bool:
+            return parts.holder.current.revision >= 0
+
+        probes = Starlette(
+            routes=probe_routes(
+                "gateway", {"database": runtime.db.ping, "catalog": catalog_loaded}
+            )
+        )
         app = wrap_listener(parts.app(probes), "gateway", settings.gateway_max_body_bytes)
         return RoleApp(
             app,

@@ -37,6 +37,7 @@ __all__ = [
     "Locked",
     "MethodNotAllowed",
     "NotFound",
+    "NotReady",
     "Overloaded",
     "PermissionDenied",
     "RateLimited",
@@ -249,6 +250,14 @@ class Overloaded(_RetryLater):
     code = "flow.overloaded"
     status = 503
     title = "Overloaded"
+
+
+class NotReady(_RetryLater):
+    """The listener is starting and cannot answer yet (catalog not loaded)."""
+
+    code = "service.starting"
+    status = 503
+    title = "Starting"
 
 
 class UpstreamUnavailable(GridgateError):

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from gridgate.gateway.signing import signed_headers
+from gridgate.pii import id_check_char
 
 START_DEADLINE_S = 60
 
@@ -67,7 +68,10 @@ class Up:
     def _answers(self) -> bool:
         try:
             urls = json.loads(self.demo.read_text())
-            return httpx.get(f"{urls['admin']}/healthz", timeout=1).status_code == 200
+            return all(
+                httpx.get(f"{urls[role]}/readyz", timeout=1).status_code == 200
+                for role in ("admin", "registry", "gateway")
+            )
         except (ValueError, KeyError, httpx.HTTPError):
             return False
 
@@ -221,3 +225,121 @@ def test_production_refuses_without_secrets_and_never_seeds(tmp_path: Path) -> N
     assert refused.returncode == 2
     assert "GRIDGATE_SECRET_KEY" in refused.stderr and "GRIDGATE_DATA_KEY" in refused.stderr
     assert not (tmp_path / "demo.json").exists()
+
+
+def test_customer_journey_through_the_gateway(up_dir: Path) -> None:
+    """Register by SMS, sign in, bind a demo 户号, pass real-name review: level advanced."""
+    instance = Up(up_dir)
+    try:
+        demo = instance.urls
+        gateway = str(demo["gateway"])
+        secret = next(c["secret"] for c in demo["channels"] if c["code"] == "app")  # type: ignore[index]
+        outbox = up_dir / "sms-outbox.jsonl"
+
+        def call(
+            method: str, path: str, *, token: str | None = None, **kwargs: object
+        ) -> httpx.Response:
+            request = httpx.Request(method, gateway + path, **kwargs)  # type: ignore[arg-type]
+            body = request.read()
+            headers = signed_headers("app", secret, method, path, body=body)
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            request.headers.update(headers)
+            deadline = time.monotonic() + START_DEADLINE_S
+            while True:
+                answer = httpx.Client().send(request)
+                if answer.status_code != 503 or time.monotonic() > deadline:
+                    return answer
+                time.sleep(0.2)  # the gateway is still discovering the accounts service
+                request.headers.update(signed_headers("app", secret, method, path, body=body))
+
+        def last_code(phone: str) -> str:
+            lines = [json.loads(line) for line in outbox.read_text().splitlines()]
+            return str(next(m["code"] for m in reversed(lines) if m["phone"] == phone))
+
+        phone = "13655554444"
+        assert (
+            call(
+                "POST", "/api/v1/sms/codes", json={"phone": phone, "purpose": "register"}
+            ).status_code
+            == 202
+        )
+        created = call(
+            "POST",
+            "/api/v1/accounts",
+            json={"phone": phone, "sms_code": last_code(phone), "password": "journey-pass-1"},
+        )
+        assert created.status_code == 201, created.text
+        signed_in = call(
+            "POST",
+            "/api/v1/auth/token",
+            json={"grant_type": "password", "phone": phone, "password": "journey-pass-1"},
+        )
+        assert signed_in.status_code == 200, signed_in.text
+        token = signed_in.json()["access_token"]
+        customer = demo["customers"][0]  # type: ignore[index]
+        # Level 1 interfaces refuse a registered account, with the level it needs.
+        refused = call("GET", f"/api/v1/customers/{customer['customer_no']}", token=token)
+        assert refused.status_code == 403 and refused.json()["required_level"] == 1
+        challenge = call(
+            "POST",
+            "/api/v1/me/bindings/challenge",
+            token=token,
+            json={"customer_no": customer["customer_no"]},
+        )
+        assert challenge.status_code == 202, challenge.text
+        bound = call(
+            "POST",
+            "/api/v1/me/bindings",
+            token=token,
+            json={
+                "customer_no": customer["customer_no"],
+                "sms_code": last_code(customer["reserved_phone"]),
+            },
+        )
+        assert bound.status_code == 201 and bound.json()["level"] == 1
+        token = call(
+            "POST",
+            "/api/v1/auth/token",
+            json={"grant_type": "password", "phone": phone, "password": "journey-pass-1"},
+        ).json()["access_token"]
+        bills = call("GET", f"/api/v1/customers/{customer['customer_no']}/bills", token=token)
+        assert bills.status_code == 200 and bills.json()["items"]
+        id_number = "33010219900101123" + id_check_char("33010219900101123")
+        png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+        submitted = call(
+            "POST",
+            "/api/v1/me/realname",
+            token=token,
+            data={"name": "王五", "id_number": id_number},
+            files={"id_image": ("id.png", png, "image/png")},
+        )
+        assert submitted.status_code == 202, submitted.text
+        admin = str(demo["admin"])
+        operator = httpx.post(f"{admin}/admin/v1/session", json=demo["operator"]).json()[
+            "access_token"
+        ]
+        auth = {"Authorization": f"Bearer {operator}"}
+        [application] = httpx.get(
+            f"{admin}/admin/v1/realname/applications", params={"status": "pending"}, headers=auth
+        ).json()["items"]
+        assert (
+            httpx.post(
+                f"{admin}/admin/v1/realname/applications/{application['id']}/approve", headers=auth
+            ).status_code
+            == 200
+        )
+        token = call(
+            "POST",
+            "/api/v1/auth/token",
+            json={"grant_type": "password", "phone": phone, "password": "journey-pass-1"},
+        ).json()["access_token"]
+        me = call("GET", "/api/v1/me", token=token).json()
+        assert me["level"] == 2 and me["realname"] == {"status": "approved"}
+        assert me["phone"] == "136****4444"
+        # Logging out ends the access token at the gateway at once.
+        assert call("POST", "/api/v1/auth/logout", token=token).status_code == 204
+        after = call("GET", "/api/v1/me", token=token)
+        assert after.status_code == 401 and after.json()["code"] == "auth.invalid_token"
+    finally:
+        instance.stop()

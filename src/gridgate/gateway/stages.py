@@ -23,6 +23,7 @@ from gridgate.errors import (
     LevelRequired,
     MethodNotAllowed,
     NotFound,
+    NotReady,
     PermissionDenied,
 )
 from gridgate.gateway.flow import RateLimiter
@@ -76,7 +77,9 @@ class Route:
     """Method + path → interface, from the snapshot (no database on the request path)."""
 
     async def __call__(self, exchange: Exchange) -> None:
-        """Find the interface or answer 404/405."""
+        """Find the interface or answer 404/405 (503 until the first catalog is loaded)."""
+        if exchange.snapshot.revision < 0:
+            raise NotReady("the gateway is loading its catalog", retry_after=1)
         found = exchange.snapshot.router.match(exchange.method, exchange.path)
         if found is False:
             raise MethodNotAllowed(f"{exchange.method} is not served at this path")
