@@ -22,6 +22,7 @@ from gridgate.accounts.parts import AccountsParts
 from gridgate.catalog.routes import router as catalog_router
 from gridgate.errors import NotFound, install_problem_handlers
 from gridgate.gateway.service import GatewayParts, Job
+from gridgate.logs.routes import router as logs_router
 from gridgate.operators.routes import router as operators_router
 from gridgate.registry.node import node_tasks
 from gridgate.registry.routes import registry_routes
@@ -70,6 +71,7 @@ def build_admin(runtime: Runtime, accounts: AccountsParts | None = None) -> ASGI
     app.include_router(operators_router)
     app.include_router(catalog_router)
     app.include_router(accounts_admin_router)
+    app.include_router(logs_router)
     for route in probe_routes("admin", {"database": runtime.db.ping}):
         # As API routes (outside the schema) so metrics see their template like any other.
         assert isinstance(route, Route)  # noqa: S101 - probe_routes builds plain routes
@@ -142,13 +144,12 @@ def build_role(
     if role == "gateway":
         parts = gateway or GatewayParts.build(runtime)
         runtime.catalog_listeners.append(parts.holder.notify)
+
         async def catalog_loaded() -> bool:
             return parts.holder.current.revision >= 0
 
         probes = Starlette(
-            routes=probe_routes(
-                "gateway", {"database": runtime.db.ping, "catalog": catalog_loaded}
-            )
+            routes=probe_routes("gateway", {"database": runtime.db.ping, "catalog": catalog_loaded})
         )
         app = wrap_listener(parts.app(probes), "gateway", settings.gateway_max_body_bytes)
         return RoleApp(

@@ -7,7 +7,9 @@ from hypothesis import strategies as st
 
 from tests.functional.gateway_harness import Gateway
 
-_segment = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_segment = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12
+)
 _header_value = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
 _header_name = st.sampled_from(
     [

@@ -17,6 +17,7 @@ from rich.table import Table
 import gridgate
 from gridgate.accounts.parts import AccountsParts
 from gridgate.app import ROLES, build_role
+from gridgate.cli.logs import logs_app
 from gridgate.demo.data import generate_demo_data
 from gridgate.demo.runner import demo_listeners, registrations
 from gridgate.demo.seed import demo_passwords, read_demo_file, seed_demo, write_demo_file
@@ -40,6 +41,7 @@ app = typer.Typer(
 _ROLE_NAMES = [*ROLES, *(f"demo-{code}" for code in SYSTEMS)]
 operator_app = typer.Typer(help="Manage back-office operators.", no_args_is_help=True)
 app.add_typer(operator_app, name="operator")
+app.add_typer(logs_app, name="logs")
 bench_app = typer.Typer(help="Measure gridgate (development machines).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -367,6 +369,81 @@ def bench_gateway(
     except RuntimeError as exc:
         raise _fail(str(exc), code=1) from None
     table = Table(title="gridgate gateway benchmark (one core each, 1 KB JSON backend)")
+    for column in ("Metric", "Result", "Detail", "Target", "Met"):
+        table.add_column(column)
+    for row in report.rows:
+        met = "" if row.met is None else ("[green]yes[/]" if row.met else "[red]no[/]")
+        table.add_row(row.metric, row.result, row.detail, row.target, met)
+    for name, value in report.machine.items():
+        out.print(f"{name}: {value}", highlight=False)
+    out.print(table)
+    if markdown:
+        print(report.markdown())
+
+
+@bench_app.command("logs")
+def bench_logs(
+    records: Annotated[
+        int, typer.Option(min=1000, help="Records through the ingest path.")
+    ] = 200_000,
+    analysis_records: Annotated[
+        int, typer.Option(min=1000, help="Records in the analysis data set.")
+    ] = 10_000_000,
+) -> None:
+    """Ingest records/s into Parquet (beside a plain write) and the hourly rollup time."""
+    from gridgate.logs.bench import run_analysis_bench, run_ingest_bench  # noqa: PLC0415
+
+    ingest = _run(run_ingest_bench(records))
+    analysis = _run(run_analysis_bench(analysis_records))
+    table = Table(title="gridgate log pipeline benchmark")
+    for column in ("Metric", "Result"):
+        table.add_column(column)
+    table.add_row(
+        "ingest records/s (service → spool → Parquet, fsync)", f"{ingest.pipeline_per_s:,.0f}"
+    )
+    table.add_row(
+        "plain sequential write of the same bytes",
+        f"{ingest.raw_write_mb_per_s:,.0f} MB/s ({ingest.raw_records_per_s:,.0f} records/s)",
+    )
+    table.add_row("ingest CPU seconds", f"{ingest.cpu_s:.2f}")
+    table.add_row(
+        f"hourly rollup of {analysis.records:,} records ({analysis.hours} h)",
+        f"{analysis.compute_s:.2f} s",
+    )
+    out.print(table)
+
+
+@bench_app.command("accounts")
+def bench_accounts(
+    duration: Annotated[int, typer.Option(min=1, help="Seconds per throughput run.")] = 10,
+    accounts: Annotated[
+        int, typer.Option(min=1000, help="Accounts (and bindings) seeded on PostgreSQL.")
+    ] = 1_000_000,
+    lookups: Annotated[int, typer.Option(min=100, help="Look-ups timed per kind.")] = 10_000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Concurrent refresh tasks.")] = 16,
+    sqlite: Annotated[
+        bool, typer.Option("--sqlite/--no-sqlite", help="Also logins and refreshes on SQLite.")
+    ] = True,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Also print Markdown.")] = False,
+) -> None:
+    """Password logins and refreshes per core vs Keycloak; look-up p99 at 1M accounts."""
+    # Imported here: the benchmark is never part of a listener's process.
+    from gridgate.bench.accounts import run_accounts_bench  # noqa: PLC0415
+
+    command = " ".join(["gridgate", *sys.argv[1:]])
+    try:
+        report = run_accounts_bench(
+            duration=duration,
+            accounts=accounts,
+            lookups=lookups,
+            concurrency=concurrency,
+            sqlite=sqlite,
+            command=command,
+            progress=lambda message: err.print(f"[dim]… {message}[/]", highlight=False),
+        )
+    except RuntimeError as exc:
+        raise _fail(str(exc), code=1) from None
+    table = Table(title="gridgate accounts benchmark (service layer, one core, no HTTP)")
     for column in ("Metric", "Result", "Detail", "Target", "Met"):
         table.add_column(column)
     for row in report.rows:

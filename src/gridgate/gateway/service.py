@@ -16,7 +16,7 @@ import structlog
 from redis.asyncio import Redis
 from starlette.types import ASGIApp
 
-from gridgate.gateway.accesslog import JsonLinesSink
+from gridgate.gateway.accesslog import AccessLogSink
 from gridgate.gateway.app import GatewayApp
 from gridgate.gateway.flow import ConcurrencyGate, Gates, RateLimiter, limits_uri
 from gridgate.gateway.nonces import MemoryNonceStore, NonceStore, RedisNonceStore
@@ -30,6 +30,7 @@ from gridgate.gateway.tokens import (
     TokenVerifier,
 )
 from gridgate.gateway.upstream import Dispatcher
+from gridgate.logs.service import LogParts
 from gridgate.registry.client import Discovery, RegistryClient, RegistryUnavailable
 from gridgate.runtime import Runtime
 
@@ -50,7 +51,8 @@ class GatewayParts:
     limiter: RateLimiter
     gates: Gates
     dispatcher: Dispatcher
-    sink: JsonLinesSink
+    sink: AccessLogSink
+    logs: LogParts
     verifier: TokenVerifier | None
     revocations: MemoryRevocationList
     stages: list[Stage] = field(default_factory=list)
@@ -87,6 +89,7 @@ class GatewayParts:
                 max_wait_s=settings.gateway_max_wait_ms / 1000,
             )
         )
+        logs = LogParts.build(runtime)
         parts = cls(
             runtime=runtime,
             holder=SnapshotHolder(runtime.db, runtime.box),
@@ -94,7 +97,8 @@ class GatewayParts:
             limiter=limiter,
             gates=gates,
             dispatcher=Dispatcher(),
-            sink=JsonLinesSink(settings.data_dir / "access.jsonl"),
+            sink=logs.sink,
+            logs=logs,
             verifier=verifier,
             revocations=revocations,
         )
@@ -121,7 +125,7 @@ class GatewayParts:
 
     def jobs(self, registry_urls: list[str], *, jwks_url: str | None = None) -> list[Job]:
         """Background jobs: catalog snapshot, discovery, access log, key and revocation feeds."""
-        jobs: list[Job] = [self._run_dispatch(registry_urls), self.holder.run, self.sink.run]
+        jobs: list[Job] = [self._run_dispatch(registry_urls), self.holder.run, *self.logs.jobs()]
         settings = self.runtime.settings
         jwks_url = settings.accounts_jwks_url or jwks_url
         if isinstance(self.verifier, JwksVerifier) and jwks_url:
