@@ -24,6 +24,7 @@ from gridgate.errors import NotFound, install_problem_handlers
 from gridgate.gateway.service import GatewayParts, Job
 from gridgate.logs.routes import router as logs_router
 from gridgate.operators.routes import router as operators_router
+from gridgate.permissions.routes import router as permissions_router
 from gridgate.registry.node import node_tasks
 from gridgate.registry.routes import registry_routes
 from gridgate.runtime import Runtime
@@ -72,6 +73,7 @@ def build_admin(runtime: Runtime, accounts: AccountsParts | None = None) -> ASGI
     app.include_router(catalog_router)
     app.include_router(accounts_admin_router)
     app.include_router(logs_router)
+    app.include_router(permissions_router)
     for route in probe_routes("admin", {"database": runtime.db.ping}):
         # As API routes (outside the schema) so metrics see their template like any other.
         assert isinstance(route, Route)  # noqa: S101 - probe_routes builds plain routes

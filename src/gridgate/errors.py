@@ -36,6 +36,7 @@ __all__ = [
     "LevelRequired",
     "Locked",
     "MethodNotAllowed",
+    "NotBound",
     "NotFound",
     "NotReady",
     "Overloaded",
@@ -178,6 +179,14 @@ class LevelRequired(GridgateError):
 
     def __init__(self, detail: str | None = None, *, required_level: int) -> None:
         super().__init__(detail, required_level=required_level)
+
+
+class NotBound(GridgateError):
+    """The request names a 户号 the caller's account has not bound (data scope)."""
+
+    code = "perm.not_bound"
+    status = 403
+    title = "户号 not bound to this account"
 
 
 class ChannelError(GridgateError):

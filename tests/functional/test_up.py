@@ -108,6 +108,7 @@ def test_up_serves_seeds_stops_and_keeps_data(up_dir: Path) -> None:
             {"service": code, "instances": 2, "healthy": 2}
             for code in ("billing", "consultation", "marketing", "notices", "payment")
         ]
+        wanted.append({"service": "permissions", "instances": 1, "healthy": 1})
         deadline = time.monotonic() + START_DEADLINE_S
         while True:
             services = httpx.get(
@@ -305,6 +306,24 @@ def test_customer_journey_through_the_gateway(up_dir: Path) -> None:
         ).json()["access_token"]
         bills = call("GET", f"/api/v1/customers/{customer['customer_no']}/bills", token=token)
         assert bills.status_code == 200 and bills.json()["items"]
+        assert all(b["address"].endswith("****") for b in bills.json()["items"])  # masked below 2
+        profile = call("GET", f"/api/v1/customers/{customer['customer_no']}", token=token).json()
+        assert (
+            profile["reserved_phone"]
+            == customer["reserved_phone"][:3] + "****" + customer["reserved_phone"][-4:]
+        )
+        assert profile["name"].endswith("*")
+        other = demo["customers"][1]  # type: ignore[index]
+        not_mine = call("GET", f"/api/v1/customers/{other['customer_no']}", token=token)
+        assert not_mine.status_code == 403 and not_mine.json()["code"] == "perm.not_bound"
+        menus = call("GET", "/api/v1/me/menus", token=token).json()
+        account_menu = next(m for m in menus["items"] if m["code"] == "account")
+        locked = {c["code"]: c["locked"] for c in account_menu["children"]}
+        assert locked == {"bills": False, "pay": False, "profile": True}
+        assert (
+            next(c for c in account_menu["children"] if c["code"] == "profile")["required_level"]
+            == 2
+        )
         id_number = "33010219900101123" + id_check_char("33010219900101123")
         png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
         submitted = call(
@@ -336,6 +355,8 @@ def test_customer_journey_through_the_gateway(up_dir: Path) -> None:
         ).json()["access_token"]
         me = call("GET", "/api/v1/me", token=token).json()
         assert me["level"] == 2 and me["realname"] == {"status": "approved"}
+        whole = call("GET", f"/api/v1/customers/{customer['customer_no']}", token=token).json()
+        assert whole["reserved_phone"] == customer["reserved_phone"] and "*" not in whole["name"]
         assert me["phone"] == "136****4444"
         # Logging out ends the access token at the gateway at once.
         assert call("POST", "/api/v1/auth/logout", token=token).status_code == 204

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel, Field, SecretStr, StringConstraints
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridgate.accounts.bindings import SubscriptionItem
@@ -22,7 +23,9 @@ from gridgate.accounts.models import Account
 from gridgate.accounts.parts import AccountsParts
 from gridgate.accounts.realname import RealnameService
 from gridgate.accounts.services import TokenPair
+from gridgate.catalog.models import Channel
 from gridgate.errors import AuthRequired, GridgateError, InvalidRequest, InvalidToken
+from gridgate.permissions.models import FunctionRow, MenuRow
 from gridgate.pii import mask_phone
 from gridgate.schemas import StrictModel
 
@@ -327,3 +330,54 @@ async def replace_subscriptions(
             account.id, [SubscriptionItem(**i.model_dump()) for i in body.items]
         )
     return Subscriptions(items=[SubscriptionModel(**asdict(i)) for i in items])
+
+
+def _menu_item(code: str, name: str, need: int, level: int) -> dict[str, Any]:
+    item: dict[str, Any] = {"code": code, "name": name, "locked": level < need}
+    if level < need:
+        item["required_level"] = need  # the app can ask the customer to bind or verify
+    return item
+
+
+@router.get("/me/menus")
+async def my_menus(request: Request, parts: Parts) -> dict[str, Any]:
+    """The channel's menu tree for the caller, items above their level locked (R10)."""
+    channel = _channel(request)
+    async with _transaction(parts) as session:
+        level = 0
+        if request.headers.get("x-gg-account"):
+            level = (await _me(session, parts, request)).level
+        menus = list(
+            await session.scalars(
+                select(MenuRow)
+                .join(Channel, MenuRow.channel)
+                .where(Channel.code == channel, MenuRow.enabled.is_(True))
+                .order_by(MenuRow.position, MenuRow.code)
+            )
+        )
+        functions = list(
+            await session.scalars(
+                select(FunctionRow)
+                .where(FunctionRow.menu_id.in_([m.id for m in menus]))
+                .order_by(FunctionRow.code)
+            )
+        )
+    by_parent: dict[int | None, list[MenuRow]] = {}
+    for menu in menus:
+        by_parent.setdefault(menu.parent_id, []).append(menu)
+
+    def tree(parent: int | None, inherited: int) -> list[dict[str, Any]]:
+        items = []
+        for menu in by_parent.get(parent, []):
+            need = max(inherited, menu.min_level)
+            item = _menu_item(menu.code, menu.name, need, level)
+            item["functions"] = [
+                _menu_item(f.code, f.name, max(need, f.min_level), level)
+                for f in functions
+                if f.menu_id == menu.id
+            ]
+            item["children"] = tree(menu.id, need)
+            items.append(item)
+        return items
+
+    return {"channel": channel, "level": level, "items": tree(None, 0)}

@@ -15,7 +15,7 @@ from typing import Protocol
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridgate.accounts.models import Account, ChannelAccount, Session
+from gridgate.accounts.models import Account, Binding, ChannelAccount, Session
 from gridgate.accounts.tokens import ACCESS_TTL_S, KeyRing, TokenClaims
 from gridgate.errors import BadCredentials, Conflict, InvalidRequest, InvalidToken, Locked
 from gridgate.passwords import hash_password, needs_rehash, verify_password
@@ -33,6 +33,8 @@ LOCK_AFTER = 5
 LOCK_BASE_S = 30
 LOCK_CAP_S = 900
 MIN_PASSWORD, MAX_PASSWORD = 8, 128
+#: 户号 carried in an access token (the oldest bindings first); more would bloat every request.
+MAX_BOUND_IN_TOKEN = 50
 
 
 class Revoker(Protocol):
@@ -178,8 +180,14 @@ class AccountService:
         )
         self.session.add(row)
         await self.session.flush()
+        bound = await self.session.scalars(
+            select(Binding.customer_no)
+            .where(Binding.account_id == account.id)
+            .order_by(Binding.bound_at)
+            .limit(MAX_BOUND_IN_TOKEN)
+        )
         access = await self.keys.issue(
-            self.session, TokenClaims(account.id, account.level, channel, row.id)
+            self.session, TokenClaims(account.id, account.level, channel, row.id, tuple(bound))
         )
         return TokenPair(access, ACCESS_TTL_S, refresh, account.level)
 

@@ -41,6 +41,8 @@ class TokenClaims:
     level: int
     channel: str
     session_id: str
+    #: The bound 户号, so gateways can check data scope without asking (claim ``cns``).
+    customer_nos: tuple[str, ...] = ()
 
 
 class KeyRing:
@@ -96,6 +98,7 @@ class KeyRing:
             "lvl": claims.level,
             "ch": claims.channel,
             "sid": claims.session_id,
+            "cns": list(claims.customer_nos),
             "iat": now,
             "exp": now + ACCESS_TTL_S,
         }

@@ -406,7 +406,8 @@ async def _drive(
             try:
                 token = await operation(token)
             except Exception as exc:  # counted and reported
-                errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                said = (str(exc).splitlines() or [""])[0].replace("|", "/")
+                errors.append(f"{type(exc).__name__}: {said}"[:160])
                 token = await recover() if recover is not None else token
                 continue
             if phase == "measure":

@@ -106,6 +106,9 @@ class Interface(_Timestamps, Base):
     balancer: Mapped[str] = mapped_column(
         String(32), default="round_robin", server_default="round_robin"
     )
+    #: Where the request names a 户号 (``path:customer_no`` or ``body:customer_no``): the caller
+    #: must have it bound (data scope, R11).
+    customer_scope: Mapped[str | None] = mapped_column(String(80), nullable=True)
 
     provider: Mapped[BusinessSystem] = relationship(lazy="joined")
     channel_grants: Mapped[list[InterfaceChannelGrant]] = relationship(

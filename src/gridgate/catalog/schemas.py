@@ -86,6 +86,7 @@ RatePerSecond = Annotated[int, Field(ge=1, le=1_000_000)]
 Concurrency = Annotated[int, Field(ge=1, le=100_000)]
 QueueLength = Annotated[int, Field(ge=0, le=100_000)]
 WaitMs = Annotated[int, Field(ge=0, le=60_000)]
+CustomerScope = Annotated[str, StringConstraints(pattern=r"^(path|body):[a-z_][a-z0-9_]{0,63}$")]
 BalancerName = Literal["round_robin", "weighted_random", "least_in_flight", "consistent_hash"]
 
 
@@ -211,6 +212,7 @@ class InterfaceCreate(StrictModel):
     max_queue: QueueLength = 100
     max_wait_ms: WaitMs = 1000
     balancer: BalancerName = "round_robin"
+    customer_scope: CustomerScope | None = None
 
 
 class InterfaceUpdate(StrictModel):
@@ -234,6 +236,7 @@ class InterfaceUpdate(StrictModel):
     max_queue: QueueLength | None = None
     max_wait_ms: WaitMs | None = None
     balancer: BalancerName | None = None
+    customer_scope: CustomerScope | None = None
 
 
 class Authorizations(StrictModel):
@@ -265,6 +268,7 @@ class InterfaceOut(BaseModel):
     max_queue: int
     max_wait_ms: int
     balancer: BalancerName
+    customer_scope: str | None
     authorizations: Authorizations
     created_at: datetime
     updated_at: datetime

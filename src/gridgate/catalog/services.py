@@ -61,6 +61,15 @@ def _changes(data: BaseModel, nullable: Iterable[str] = ()) -> dict[str, Any]:
     return changes
 
 
+def _check_scope(path: str, scope: str | None) -> None:
+    """A path-declared 户号 must be a parameter of the path template."""
+    named = scope.removeprefix("path:") if scope and scope.startswith("path:") else None
+    if named is not None and named not in PathTemplate.parse(path).params:
+        raise InvalidRequest(
+            "customer_scope names a parameter the path does not have", field="customer_scope"
+        )
+
+
 def business_system_out(row: BusinessSystem) -> BusinessSystemOut:
     """The public view of a business system."""
     return BusinessSystemOut.model_validate(row, from_attributes=True)
@@ -379,6 +388,7 @@ class CatalogService:
         await self._absent(Interface, "interface", code=data.code)
         provider = await self._provider(data.provider)
         shape = await self._route_free(data.method, data.path)
+        _check_scope(data.path, data.customer_scope)
         fields = data.model_dump(exclude={"provider", "idempotent"})
         idempotent = data.idempotent if data.idempotent is not None else data.method == "GET"
         row = Interface(**fields, provider=provider, path_shape=shape, idempotent=idempotent)
@@ -393,13 +403,16 @@ class CatalogService:
         """Change an interface."""
         row = await self._one(Interface, "interface", code=code)
         before = interface_out(row)
-        changes = _changes(data, nullable={"rate_limit_per_s", "max_concurrency"})
+        changes = _changes(data, nullable={"rate_limit_per_s", "max_concurrency", "customer_scope"})
         if "provider" in changes:
             row.provider = await self._provider(changes.pop("provider"))
         if "method" in changes or "path" in changes:
             method = changes.get("method", row.method)
             path = changes.get("path", row.path)
             row.path_shape = await self._route_free(method, path, except_id=row.id)
+        _check_scope(
+            changes.get("path", row.path), changes.get("customer_scope", row.customer_scope)
+        )
         for field, value in changes.items():
             setattr(row, field, value)
         await self.session.flush()

@@ -163,10 +163,16 @@ async def _up(settings: Settings, ports: dict[str, int]) -> None:
         out.print(f"  registry  {urls['registry']}   (service center)")
         out.print(f"  accounts  {urls['accounts']}   (behind the gateway; JWKS for gateways)")
         if not settings.production:
-            passwords = await demo_passwords(runtime, [*sorted(SYSTEMS), "accounts"])
+            passwords = await demo_passwords(runtime, [*sorted(SYSTEMS), "accounts", "permissions"])
             # The accounts service registers like the demo systems: the gateway finds it there.
             running = [lst for lst in demo if lst.name.removeprefix("demo-") in passwords]
             running += [lst for lst in listeners if lst.name == "accounts"]
+            # The accounts listener also answers the permissions interfaces (GET /me/menus).
+            running += [
+                Listener("permissions", lst.app, lst.host, lst.port)
+                for lst in listeners
+                if lst.name == "accounts"
+            ]
             background.append(registrations(running, [urls["registry"]], passwords))
             systems = sorted({lst.name for lst in running})
             out.print(f"  demo      {len(running)} instances of {', '.join(systems)}")

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BUSINESS_SYSTEMS", "CHANNELS", "COMPONENTS", "INTERFACES", "DemoInterface"]
+__all__ = [
+    "BUSINESS_SYSTEMS",
+    "CHANNELS",
+    "COMPONENTS",
+    "FIELD_RULES",
+    "INTERFACES",
+    "MENUS",
+    "DemoInterface",
+]
 
 #: (code, name, type)
 CHANNELS: list[tuple[str, str, str]] = [
@@ -38,6 +46,8 @@ class DemoInterface:
     provider: str
     min_level: int = 0
     idempotent: bool | None = None
+    #: Where the request names a 户号 the caller must have bound (data scope).
+    customer_scope: str | None = None
 
     @property
     def target_service(self) -> str:
@@ -78,16 +88,43 @@ INTERFACES: list[DemoInterface] = [
         idempotent=True,
     ),
     DemoInterface(
-        "customer.read", "户号信息", "GET", "/api/v1/customers/{customer_no}", "marketing", 1
+        "customer.read",
+        "户号信息",
+        "GET",
+        "/api/v1/customers/{customer_no}",
+        "marketing",
+        1,
+        customer_scope="path:customer_no",
     ),
     DemoInterface(
-        "customer.bills", "电费账单", "GET", "/api/v1/customers/{customer_no}/bills", "billing", 1
+        "customer.bills",
+        "电费账单",
+        "GET",
+        "/api/v1/customers/{customer_no}/bills",
+        "billing",
+        1,
+        customer_scope="path:customer_no",
     ),
     DemoInterface(
-        "customer.usage", "日用电量", "GET", "/api/v1/customers/{customer_no}/usage", "billing", 1
+        "customer.usage",
+        "日用电量",
+        "GET",
+        "/api/v1/customers/{customer_no}/usage",
+        "billing",
+        1,
+        customer_scope="path:customer_no",
     ),
     # A payment is never retried by the gateway: idempotent stays false.
-    DemoInterface("payment.create", "电费缴纳", "POST", "/api/v1/payments", "payment", 1, False),
+    DemoInterface(
+        "payment.create",
+        "电费缴纳",
+        "POST",
+        "/api/v1/payments",
+        "payment",
+        1,
+        False,
+        customer_scope="body:customer_no",
+    ),
     DemoInterface("notice.outages", "停电公告", "GET", "/api/v1/notices/outages", "notices"),
     DemoInterface(
         "consultation.create", "业务咨询", "POST", "/api/v1/consultations", "consultation"
@@ -103,4 +140,24 @@ COMPONENTS: list[tuple[str, str, str, int]] = [
     ("bill_query", "电费查询", "function", 1),
     ("usage_query", "用电量查询", "function", 1),
     ("payment", "电费缴纳", "function", 1),
+]
+
+#: The demo data-control policy (api.md / issue 6): primary accounts see a customer's name,
+#: address and phone masked, advanced ones whole; bills show the address masked below advanced.
+#: (interface, path, action, below_level)
+FIELD_RULES: list[tuple[str, str, str, int]] = [
+    ("customer.read", "name", "mask:name", 2),
+    ("customer.read", "address", "mask:address", 2),
+    ("customer.read", "reserved_phone", "mask:phone", 2),
+    ("customer.bills", "items[].address", "mask:address", 2),
+    ("customer.bills", "address", "mask:address", 2),
+]
+
+#: The demo app menus of every channel: (code, name, parent, min_level, functions).
+MENUS: list[tuple[str, str, str | None, int, list[tuple[str, str, int]]]] = [
+    ("home", "首页", None, 0, [("outages", "停电公告", 0), ("consult", "业务咨询", 0)]),
+    ("account", "我的户号", None, 0, [("bind", "绑定户号", 0), ("realname", "实名认证", 0)]),
+    ("bills", "电费账单", "account", 1, [("bill_query", "账单查询", 1), ("usage", "用电量", 1)]),
+    ("pay", "电费缴纳", "account", 1, [("pay_bill", "缴纳电费", 1)]),
+    ("profile", "户号详情", "account", 2, [("full_profile", "完整户主信息", 2)]),
 ]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridgate.catalog.models import Channel
 from gridgate.catalog.schemas import (
@@ -18,11 +19,20 @@ from gridgate.catalog.schemas import (
     InterfaceCreate,
 )
 from gridgate.catalog.services import CatalogService
-from gridgate.demo.catalog import BUSINESS_SYSTEMS, CHANNELS, COMPONENTS, INTERFACES
+from gridgate.demo.catalog import (
+    BUSINESS_SYSTEMS,
+    CHANNELS,
+    COMPONENTS,
+    FIELD_RULES,
+    INTERFACES,
+    MENUS,
+)
 from gridgate.demo.data import DemoData
 from gridgate.operators.audit import Actor
 from gridgate.operators.models import Operator
 from gridgate.operators.services import OperatorService
+from gridgate.permissions.schemas import FieldRuleIn, FunctionIn, MenuIn
+from gridgate.permissions.services import PermissionService
 from gridgate.runtime import Runtime
 from gridgate.settings import write_private
 
@@ -96,10 +106,12 @@ async def seed_demo(runtime: Runtime, data: DemoData) -> dict[str, Any] | None:
                         "target_service": item.target_service,
                         "min_level": item.min_level,
                         "idempotent": item.idempotent,
+                        "customer_scope": item.customer_scope,
                     }
                 )
             )
             await catalog.set_authorizations(item.code, everyone)
+        await _seed_permissions(session)
         operator_password = secrets.token_urlsafe(15)
         await OperatorService(session).ensure("admin", operator_password, ["admin"], SEED_ACTOR)
     return {
@@ -115,6 +127,30 @@ async def seed_demo(runtime: Runtime, data: DemoData) -> dict[str, Any] | None:
             for customer in list(data.customers.values())[:PUBLISHED_CUSTOMERS]
         ],
     }
+
+
+async def _seed_permissions(session: AsyncSession) -> None:
+    """The demo menus of every channel and the demo data-control policy."""
+    permissions = PermissionService(session, SEED_ACTOR)
+    for code, _, _ in CHANNELS:
+        for menu, name, parent, level, functions in MENUS:
+            await permissions.create_menu(
+                MenuIn(channel=code, code=menu, name=name, parent=parent, min_level=level)
+            )
+            for function, function_name, function_level in functions:
+                await permissions.create_function(
+                    FunctionIn(
+                        channel=code,
+                        menu=menu,
+                        code=function,
+                        name=function_name,
+                        min_level=function_level,
+                    )
+                )
+    for interface, path, action, below in FIELD_RULES:
+        await permissions.create_field_rule(
+            FieldRuleIn(interface=interface, path=path, action=action, below_level=below)
+        )
 
 
 def write_demo_file(data_dir: Path, urls: dict[str, str], seeded: dict[str, Any] | None) -> Path:

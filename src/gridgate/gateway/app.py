@@ -21,6 +21,7 @@ from gridgate.gateway.flow import Gates
 from gridgate.gateway.snapshot import SnapshotHolder
 from gridgate.gateway.stages import Exchange, Stage
 from gridgate.gateway.upstream import Dispatcher, Outbound, forward_headers, traceparent
+from gridgate.permissions.fields import filter_body
 from gridgate.web.middleware import trace_id_of
 
 __all__ = ["GatewayApp"]
@@ -159,7 +160,15 @@ class GatewayApp:
             exchange.queue_wait_s = waited_s
             answer = await self.dispatcher.call(outbound)
         exchange.upstream = answer.instance
-        return answer.status, answer.headers, answer.body
+        body = answer.body
+        channel = exchange.channel.code if exchange.channel is not None else None
+        rules = exchange.snapshot.field_filter(interface.code, channel)
+        if rules is not None:
+            # Data control (数据控制): drop and mask fields by the caller's level.
+            level = exchange.claims.level if exchange.claims is not None else 0
+            content_type = next((v for k, v in answer.headers if k == "content-type"), None)
+            body = filter_body(body, content_type, rules, level)
+        return answer.status, answer.headers, body
 
     async def _answer(
         self, send: Send, status: int, headers: list[tuple[str, str]], body: bytes

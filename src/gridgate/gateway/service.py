@@ -21,7 +21,15 @@ from gridgate.gateway.app import GatewayApp
 from gridgate.gateway.flow import ConcurrencyGate, Gates, RateLimiter, limits_uri
 from gridgate.gateway.nonces import MemoryNonceStore, NonceStore, RedisNonceStore
 from gridgate.gateway.snapshot import Snapshot, SnapshotHolder
-from gridgate.gateway.stages import ChannelAuth, LevelCheck, RateLimit, Route, Stage, UserAuth
+from gridgate.gateway.stages import (
+    ChannelAuth,
+    DataScope,
+    Permission,
+    RateLimit,
+    Route,
+    Stage,
+    UserAuth,
+)
 from gridgate.gateway.tokens import (
     JwksFetcher,
     JwksVerifier,
@@ -106,7 +114,8 @@ class GatewayParts:
             Route(),
             ChannelAuth(nonces),
             UserAuth(verifier),
-            LevelCheck(),
+            Permission(),
+            DataScope(),
             RateLimit(limiter),
         ]
         return parts

@@ -20,6 +20,8 @@ from sqlalchemy.orm import selectinload
 from gridgate.catalog.models import CatalogRevision, Channel, Interface, InterfaceChannelGrant
 from gridgate.catalog.paths import PathTemplate
 from gridgate.catalog.services import CHANNEL_SECRET
+from gridgate.permissions.fields import FieldFilter, FieldRule, compile_rules
+from gridgate.permissions.models import FieldRuleRow, InterfacePermission
 from gridgate.storage.crypto import SecretBox
 from gridgate.storage.db import Database
 
@@ -78,6 +80,7 @@ class InterfaceView:
     max_queue: int
     max_wait_s: float
     channels: frozenset[str]
+    customer_scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,17 @@ class Snapshot:
     router: Router
     channels: dict[str, ChannelView]
     interfaces: dict[str, InterfaceView]
+    #: (channel, interface) → level its interface permission asks for.
+    perm_levels: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Interfaces with at least one interface permission: other channels may not call them.
+    permissioned: frozenset[str] = frozenset()
+    #: (interface, channel or None) → the compiled field rules (data control).
+    filters: dict[tuple[str, str | None], FieldFilter] = field(default_factory=dict)
+
+    def field_filter(self, interface: str, channel: str | None) -> FieldFilter | None:
+        """The field rules for a caller of ``interface`` on ``channel``, if any."""
+        found = self.filters.get((interface, channel)) if channel else None
+        return found or self.filters.get((interface, None))
 
     @property
     def services(self) -> frozenset[str]:
@@ -165,16 +179,55 @@ class Snapshot:
         return frozenset(i.target_service for i in self.interfaces.values() if i.enabled)
 
 
+@dataclass(frozen=True, slots=True)
+class PermissionView:
+    """An interface permission: ``channel`` may call ``interface`` from ``min_level``."""
+
+    channel: str
+    interface: str
+    min_level: int
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRuleView:
+    """A field rule of an interface, on one channel or (None) on all."""
+
+    interface: str
+    channel: str | None
+    rule: FieldRule
+
+
 def compile_snapshot(
-    revision: int, channels: Iterable[ChannelView], interfaces: Iterable[InterfaceView]
+    revision: int,
+    channels: Iterable[ChannelView],
+    interfaces: Iterable[InterfaceView],
+    permissions: Iterable[PermissionView] = (),
+    field_rules: Iterable[FieldRuleView] = (),
 ) -> Snapshot:
     """Build the router and look-up tables (CPU only: safe to run in a worker thread)."""
     by_code = {i.code: i for i in interfaces}
+    channel_views = {c.code: c for c in channels}
+    perm_levels = {(p.channel, p.interface): p.min_level for p in permissions}
+    general: dict[str, list[FieldRule]] = {}
+    specific: dict[tuple[str, str], list[FieldRule]] = {}
+    for view in field_rules:
+        if view.channel is None:
+            general.setdefault(view.interface, []).append(view.rule)
+        else:
+            specific.setdefault((view.interface, view.channel), []).append(view.rule)
+    filters: dict[tuple[str, str | None], FieldFilter] = {
+        (code, None): compile_rules(rules) for code, rules in general.items()
+    }
+    for (code, channel), rules in specific.items():
+        filters[(code, channel)] = compile_rules([*general.get(code, []), *rules])
     return Snapshot(
         revision=revision,
         router=Router(by_code.values()),
-        channels={c.code: c for c in channels},
+        channels=channel_views,
         interfaces=by_code,
+        perm_levels=perm_levels,
+        permissioned=frozenset(interface for _, interface in perm_levels),
+        filters=filters,
     )
 
 
@@ -195,6 +248,7 @@ def _interface_view(row: Interface, channels: frozenset[str]) -> InterfaceView:
         max_queue=row.max_queue,
         max_wait_s=row.max_wait_ms / 1000,
         channels=channels,
+        customer_scope=row.customer_scope,
     )
 
 
@@ -232,8 +286,22 @@ async def load_snapshot(db: Database, box: SecretBox) -> Snapshot:
             _interface_view(row, frozenset(g.channel.code for g in row.channel_grants))
             for row in interface_rows
         ]
+        permissions = [
+            PermissionView(row.channel.code, row.interface.code, row.min_level)
+            for row in await session.scalars(select(InterfacePermission))
+        ]
+        rules = [
+            FieldRuleView(
+                row.interface.code,
+                row.channel.code if row.channel else None,
+                FieldRule(row.path, row.action, row.below_level),
+            )
+            for row in await session.scalars(select(FieldRuleRow))
+        ]
     # Compiling 10,000 routes takes tens of milliseconds: off the event loop.
-    return await asyncio.to_thread(compile_snapshot, revision, channels, interfaces)
+    return await asyncio.to_thread(
+        compile_snapshot, revision, channels, interfaces, permissions, rules
+    )
 
 
 class SnapshotHolder:

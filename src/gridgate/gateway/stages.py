@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import orjson
+
 from gridgate.errors import (
     AuthRequired,
     ChannelBadSignature,
@@ -20,8 +22,10 @@ from gridgate.errors import (
     ChannelNotAuthorized,
     ChannelReplayed,
     ChannelUnknown,
+    InvalidRequest,
     LevelRequired,
     MethodNotAllowed,
+    NotBound,
     NotFound,
     NotReady,
     PermissionDenied,
@@ -34,8 +38,9 @@ from gridgate.gateway.tokens import Claims, TokenVerifier
 
 __all__ = [
     "ChannelAuth",
+    "DataScope",
     "Exchange",
-    "LevelCheck",
+    "Permission",
     "RateLimit",
     "Route",
     "Stage",
@@ -163,19 +168,53 @@ class UserAuth:
         exchange.claims = claims
 
 
-class LevelCheck:
-    """The account level (认证等级) must reach the interface's minimum (R9)."""
+class Permission:
+    """Interface permissions and levels (R9, R10): the channel must be allowed to call the
+    interface, and the account's level (认证等级) must reach what the interface and the
+    channel's permission ask for."""
 
     async def __call__(self, exchange: Exchange) -> None:
-        """Answer ``perm.level_required`` with the level needed."""
+        """Answer ``perm.denied`` or ``perm.level_required`` (with the level needed)."""
         interface = exchange.interface
         assert interface is not None  # noqa: S101 - Route runs first
+        snapshot = exchange.snapshot
+        required = interface.min_level
+        if interface.code in snapshot.permissioned:
+            channel = exchange.channel.code if exchange.channel is not None else ""
+            granted = snapshot.perm_levels.get((channel, interface.code))
+            if granted is None:
+                raise PermissionDenied("this channel has no permission for this interface")
+            required = max(required, granted)
         level = exchange.claims.level if exchange.claims is not None else 0
-        if level < interface.min_level:
-            raise LevelRequired(
-                f"this needs account level {interface.min_level}",
-                required_level=interface.min_level,
-            )
+        if level < required:
+            raise LevelRequired(f"this needs account level {required}", required_level=required)
+
+
+class DataScope:
+    """A request that names a 户号 must name one the caller has bound (R11 data control)."""
+
+    async def __call__(self, exchange: Exchange) -> None:
+        """Answer ``perm.not_bound`` for someone else's 户号."""
+        interface = exchange.interface
+        assert interface is not None  # noqa: S101 - Route runs first
+        if interface.customer_scope is None:
+            return
+        where, _, name = interface.customer_scope.partition(":")
+        value: object = None
+        if where == "path":
+            value = exchange.params.get(name)
+        elif exchange.body:
+            try:
+                document = orjson.loads(exchange.body)
+            except orjson.JSONDecodeError:
+                raise InvalidRequest("the body is not valid JSON") from None
+            if isinstance(document, dict):
+                value = document.get(name)
+        if value is None:
+            return  # nothing named: nothing of anyone's to protect
+        claims = exchange.claims
+        if claims is None or str(value) not in claims.customer_nos:
+            raise NotBound("this 户号 is not bound to your account (bind it, then sign in again)")
 
 
 class RateLimit:

@@ -55,6 +55,8 @@ class Claims:
     channel: str
     session_id: str
     expires_at: int
+    #: The 户号 bound to the account when the token was issued (claim ``cns``; data scope).
+    customer_nos: frozenset[str] = frozenset()
 
 
 class TokenVerifier(Protocol):
@@ -152,12 +154,16 @@ def _claims(payload: Mapping[str, Any]) -> Claims:
         raise InvalidToken("claim lvl must be 0, 1 or 2")
     if any(type(v) not in (int, float) for v in (exp, iat)):
         raise InvalidToken("claims exp and iat must be numbers")
+    bound = payload.get("cns", [])
+    if not isinstance(bound, list) or not all(isinstance(c, str) for c in bound):
+        raise InvalidToken("claim cns must be a list of strings")
     return Claims(
         account_id=_text(payload["sub"], "sub"),
         level=level,
         channel=_text(payload["ch"], "ch"),
         session_id=_text(payload["sid"], "sid"),
         expires_at=int(exp),
+        customer_nos=frozenset(bound),
     )
 
 

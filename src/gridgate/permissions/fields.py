@@ -155,7 +155,7 @@ def _walk(value: Any, node: _Node) -> None:
                 _walk(value[key], child)
     elif type(value) is list and node.each is not None:
         each = node.each
-        for item in value[:1]:
+        for item in value:
             _walk(item, each)
 
 

@@ -244,6 +244,8 @@ def test_json_that_does_not_parse_is_a_bad_upstream_answer(body: bytes) -> None:
 # --- generated documents and rules --------------------------------------------------------------
 
 _NAMES = ("a", "b", "phone", "items")
+# The keep rules of gridgate.pii: head, tail, and the length below which at most a quarter
+# of the value is kept at each end.
 _END_KEEPING = {
     "phone": (3, 4, 11),
     "id_number": (3, 4, 18),
@@ -262,11 +264,12 @@ _documents = st.recursive(
 _steps = st.lists(st.sampled_from((*_NAMES, EACH)), max_size=3).flatmap(
     lambda head: st.sampled_from(_NAMES).map(lambda last: (*head, last))
 )
+_Rule = tuple[tuple[str, ...], str, int]  # steps, action, below_level
 _actions = st.sampled_from(("drop", *(f"mask:{kind}" for kind in MASKS)))
 
 
-def _rules_for(document: Any) -> st.SearchStrategy[list[tuple[tuple[str, ...], str, int]]]:
-    """Rules on paths the document has (so most of them hit), mixed with arbitrary ones."""
+def _rules_for(document: Any) -> st.SearchStrategy[list[_Rule]]:
+    """Rules on paths the document has, often a field and one inside it, and arbitrary ones."""
     patterns = list(
         dict.fromkeys(
             pattern[:end]
@@ -276,8 +279,21 @@ def _rules_for(document: Any) -> st.SearchStrategy[list[tuple[tuple[str, ...], s
             if pattern[end - 1] != EACH
         )
     )
-    steps = st.sampled_from(patterns) | _steps if patterns else _steps
-    return st.lists(st.tuples(steps, _actions, st.integers(1, 3)), max_size=6)
+
+    def rule(steps: tuple[str, ...]) -> st.SearchStrategy[_Rule]:
+        return st.tuples(st.just(steps), _actions, st.integers(1, 3))
+
+    groups: st.SearchStrategy[tuple[_Rule, ...]] = _steps.flatmap(lambda s: st.tuples(rule(s)))
+    if patterns:
+        # A rule and another on the same field or one inside it: where rules meet.
+        nested = st.sampled_from(patterns).flatmap(
+            lambda outer: st.sampled_from([p for p in patterns if p[: len(outer)] == outer]).map(
+                lambda inner: (outer, inner)
+            )
+        )
+        pairs = nested.flatmap(lambda pair: st.tuples(rule(pair[0]), rule(pair[1])))
+        groups = pairs | st.sampled_from(patterns).flatmap(lambda s: st.tuples(rule(s))) | groups
+    return st.lists(groups, max_size=4).map(lambda drawn: [r for group in drawn for r in group])
 
 
 def _pattern(concrete: tuple[Any, ...]) -> tuple[str, ...]:
@@ -312,10 +328,8 @@ def _lookup(value: Any, concrete: tuple[Any, ...]) -> tuple[bool, Any]:
     return True, value
 
 
-def _expected(
-    rules: list[tuple[tuple[str, ...], str, int]], level: int, concrete: tuple[Any, ...]
-) -> str | None:
-    """ "drop", "mask:<kind>" or None for the leaf at ``concrete``, as the module docs promise."""
+def _expected(rules: list[_Rule], level: int, concrete: tuple[Any, ...]) -> str | None:
+    """What the rules do to the leaf at ``concrete`` (drop, mask:<kind>, None), as documented."""
     pattern = _pattern(concrete)
     hits = [(len(s), a) for s, a, below in rules if level < below and pattern[: len(s)] == s]
     if any(action == "drop" for _, action in hits):
@@ -333,7 +347,7 @@ def _is_subsequence(small: str, big: str) -> bool:
     return all(char in chars for char in small)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(document=_documents, data=st.data())
 def test_generated_documents_reveal_only_what_the_rules_allow(
     document: Any, data: st.DataObject

@@ -11,7 +11,8 @@ from sqlalchemy.engine import Connection
 import gridgate.accounts.models
 import gridgate.catalog.models
 import gridgate.logs.models
-import gridgate.operators.models  # noqa: F401 - registers the tables
+import gridgate.operators.models
+import gridgate.permissions.models  # noqa: F401 - registers the tables
 from gridgate.storage.db import Database
 from gridgate.storage.models import Base
 

@@ -70,9 +70,13 @@ def create_app(data: DemoData) -> Starlette:
             bill = customer.bills.get(month_param(month))
             if bill is None:
                 raise NotFound(f"no bill of {month} for customer {customer.customer_no}")
-            return JSONResponse(bill.to_json())
+            # A bill carries the supply address, as the printed one does.
+            return JSONResponse({**bill.to_json(), "address": customer.address})
         page, page_size = page_params(request, default_size=len(data.months))
-        newest_first = [bill.to_json() for bill in reversed(customer.bills.values())]
+        newest_first = [
+            {**bill.to_json(), "address": customer.address}
+            for bill in reversed(customer.bills.values())
+        ]
         return JSONResponse(page_of(newest_first, page, page_size))
 
     async def usage(request: Request) -> JSONResponse:

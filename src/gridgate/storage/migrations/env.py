@@ -8,7 +8,8 @@ from sqlalchemy.engine import Connection
 import gridgate.accounts.models
 import gridgate.catalog.models
 import gridgate.logs.models
-import gridgate.operators.models  # noqa: F401 - registers the tables on Base.metadata
+import gridgate.operators.models
+import gridgate.permissions.models  # noqa: F401 - registers the tables on Base.metadata
 from gridgate.storage.models import Base
 
 target_metadata = Base.metadata

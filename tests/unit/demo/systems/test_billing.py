@@ -37,7 +37,7 @@ async def test_a_bill_has_tier_lines_that_add_up_to_its_amount(
     answer = await billing.get(BILLS, params={"month": "2026-08"})
     assert answer.status_code == 200
     bill = answer.json()
-    assert set(bill) == {"customer_no", "month", "usage_kwh", "lines", "amount", "paid"}
+    assert set(bill) == {"customer_no", "month", "usage_kwh", "lines", "amount", "paid", "address"}
     assert (bill["customer_no"], bill["month"], bill["paid"]) == (
         FIRST_CUSTOMER_NO,
         "2026-08",
@@ -49,7 +49,8 @@ async def test_a_bill_has_tier_lines_that_add_up_to_its_amount(
         str(bill["usage_kwh"])
     )
     assert all(set(line) == {"tier", "kwh", "price", "amount"} for line in bill["lines"])
-    assert bill == data.customers[FIRST_CUSTOMER_NO].bills["2026-08"].to_json()
+    customer = data.customers[FIRST_CUSTOMER_NO]
+    assert bill == {**customer.bills["2026-08"].to_json(), "address": customer.address}
 
 
 async def test_the_latest_bill_of_the_demo_customer_is_open(billing: httpx.AsyncClient) -> None:

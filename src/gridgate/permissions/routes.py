@@ -1,0 +1,131 @@
+"""Admin API of the permission model (``/admin/v1/permissions/…``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+
+from gridgate.permissions.schemas import (
+    FieldRuleIn,
+    FieldRuleOut,
+    FunctionIn,
+    FunctionOut,
+    InterfacePermissionIn,
+    InterfacePermissionOut,
+    MenuIn,
+    MenuOut,
+)
+from gridgate.permissions.services import PermissionService
+from gridgate.web.deps import ADMIN_PREFIX, Admin, require
+
+__all__ = ["router"]
+
+router = APIRouter(prefix=f"{ADMIN_PREFIX}/permissions", tags=["permissions"])
+Reader = Annotated[Admin, Depends(require("admin", "auditor"))]
+Writer = Annotated[Admin, Depends(require("admin"))]
+IdParam = Annotated[int, Path(ge=1, le=2**62)]
+CodeFilter = Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_.\-]{0,63}$")]
+
+
+@asynccontextmanager
+async def _service(admin: Admin) -> AsyncIterator[PermissionService]:
+    async with admin.transaction() as session:
+        yield PermissionService(session, admin.actor)
+    admin.runtime.catalog_changed()
+
+
+def _items(items: list[Any]) -> dict[str, Any]:
+    return {"items": items, "total": len(items), "page": 1, "page_size": max(len(items), 1)}
+
+
+@router.get("/menus")
+async def list_menus(admin: Reader, channel: CodeFilter = None) -> dict[str, Any]:
+    """Menus of every channel, or of one."""
+    async with _service(admin) as service:
+        return _items(await service.menus(channel))
+
+
+@router.post("/menus", status_code=201)
+async def create_menu(body: MenuIn, admin: Writer) -> MenuOut:
+    """Add a menu."""
+    async with _service(admin) as service:
+        return await service.create_menu(body)
+
+
+@router.delete("/menus/{menu_id}", status_code=204)
+async def delete_menu(menu_id: IdParam, admin: Writer) -> Response:
+    """Remove a menu (409 while it has sub-menus or functions)."""
+    async with _service(admin) as service:
+        await service.delete_menu(menu_id)
+    return Response(status_code=204)
+
+
+@router.get("/functions")
+async def list_functions(admin: Reader, channel: CodeFilter = None) -> dict[str, Any]:
+    """Functions of every channel, or of one."""
+    async with _service(admin) as service:
+        return _items(await service.functions(channel))
+
+
+@router.post("/functions", status_code=201)
+async def create_function(body: FunctionIn, admin: Writer) -> FunctionOut:
+    """Add a function under a menu."""
+    async with _service(admin) as service:
+        return await service.create_function(body)
+
+
+@router.delete("/functions/{function_id}", status_code=204)
+async def delete_function(function_id: IdParam, admin: Writer) -> Response:
+    """Remove a function."""
+    async with _service(admin) as service:
+        await service.delete_function(function_id)
+    return Response(status_code=204)
+
+
+@router.get("/interfaces")
+async def list_interface_permissions(admin: Reader, channel: CodeFilter = None) -> dict[str, Any]:
+    """Interface permissions of every channel, or of one."""
+    async with _service(admin) as service:
+        return _items(await service.interface_permissions(channel))
+
+
+@router.post("/interfaces", status_code=201)
+async def create_interface_permission(
+    body: InterfacePermissionIn, admin: Writer
+) -> InterfacePermissionOut:
+    """Let a channel call an interface from a level."""
+    async with _service(admin) as service:
+        return await service.create_interface_permission(body)
+
+
+@router.delete("/interfaces/{permission_id}", status_code=204)
+async def delete_interface_permission(permission_id: IdParam, admin: Writer) -> Response:
+    """Remove an interface permission."""
+    async with _service(admin) as service:
+        await service.delete_interface_permission(permission_id)
+    return Response(status_code=204)
+
+
+@router.get("/fields")
+async def list_field_rules(admin: Reader, interface: CodeFilter = None) -> dict[str, Any]:
+    """Field rules of every interface, or of one."""
+    async with _service(admin) as service:
+        return _items(await service.field_rules(interface))
+
+
+@router.post("/fields", status_code=201)
+async def create_field_rule(body: FieldRuleIn, admin: Writer) -> FieldRuleOut:
+    """Drop or mask a response field for callers below a level."""
+    async with _service(admin) as service:
+        return await service.create_field_rule(body)
+
+
+@router.delete("/fields/{rule_id}", status_code=204)
+async def delete_field_rule(rule_id: IdParam, admin: Writer) -> Response:
+    """Remove a field rule."""
+    async with _service(admin) as service:
+        await service.delete_field_rule(rule_id)
+    return Response(status_code=204)

@@ -1,0 +1,338 @@
+"""Permission maintenance (R10): menus, functions, interface permissions and field rules.
+
+Every change is validated, audited and counted in the catalog revision, so gateways pick it up
+with the rest of the catalog (≤ 1 s).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gridgate.catalog.models import CatalogRevision, Channel, Component, Interface
+from gridgate.errors import Conflict, InvalidRequest, NotFound
+from gridgate.operators.audit import Actor, record
+from gridgate.permissions.fields import parse_action, parse_path
+from gridgate.permissions.models import FieldRuleRow, FunctionRow, InterfacePermission, MenuRow
+from gridgate.permissions.schemas import (
+    FieldRuleIn,
+    FieldRuleOut,
+    FunctionIn,
+    FunctionOut,
+    InterfacePermissionIn,
+    InterfacePermissionOut,
+    MenuIn,
+    MenuOut,
+)
+from gridgate.storage.models import utcnow
+
+__all__ = ["PermissionService"]
+
+
+def menu_out(row: MenuRow, parent: str | None) -> MenuOut:
+    """The public view of a menu."""
+    return MenuOut(
+        id=row.id,
+        channel=row.channel.code,
+        code=row.code,
+        name=row.name,
+        parent=parent,
+        position=row.position,
+        min_level=row.min_level,
+        enabled=row.enabled,
+    )
+
+
+class PermissionService:
+    """Changes to the permission model inside one transaction."""
+
+    def __init__(self, session: AsyncSession, actor: Actor) -> None:
+        self.session = session
+        self.actor = actor
+
+    async def _changed(
+        self, action: str, kind: str, key: str, before: BaseModel | None, after: BaseModel | None
+    ) -> None:
+        await self.session.flush()
+        await record(
+            self.session,
+            self.actor,
+            action,
+            kind,
+            key,
+            before=before.model_dump(mode="json") if before else None,
+            after=after.model_dump(mode="json") if after else None,
+        )
+        await self.session.execute(
+            update(CatalogRevision)
+            .where(CatalogRevision.id == 1)
+            .values(revision=CatalogRevision.revision + 1, changed_at=utcnow())
+        )
+
+    async def _by_code(self, model: type[Any], code: str, field: str) -> Any:
+        row = (await self.session.scalars(select(model).filter_by(code=code))).first()
+        if row is None:
+            raise InvalidRequest(f"{code!r} does not exist", field=field)
+        return row
+
+    async def _get(self, model: type[Any], row_id: int, kind: str) -> Any:
+        row = await self.session.get(model, row_id)
+        if row is None:
+            raise NotFound(f"{kind} {row_id} does not exist")
+        return row
+
+    # -- menus ------------------------------------------------------------------------------
+
+    async def _menu_out(self, row: MenuRow) -> MenuOut:
+        parent = await self.session.get(MenuRow, row.parent_id) if row.parent_id else None
+        return menu_out(row, parent.code if parent else None)
+
+    async def menus(self, channel: str | None) -> list[MenuOut]:
+        """Menus, by channel, position and code."""
+        query = (
+            select(MenuRow)
+            .join(Channel, MenuRow.channel)
+            .order_by(Channel.code, MenuRow.position, MenuRow.code)
+        )
+        if channel:
+            query = query.where(Channel.code == channel)
+        rows = list(await self.session.scalars(query))
+        codes = {row.id: row.code for row in rows}
+        return [menu_out(row, codes.get(row.parent_id) if row.parent_id else None) for row in rows]
+
+    async def create_menu(self, data: MenuIn) -> MenuOut:
+        """Add a menu (codes unique within a channel; the parent on the same channel)."""
+        channel = await self._by_code(Channel, data.channel, "channel")
+        if (
+            await self.session.scalars(
+                select(MenuRow).filter_by(channel_id=channel.id, code=data.code)
+            )
+        ).first():
+            raise Conflict(f"menu {data.code!r} already exists", field="code")
+        parent_id = None
+        if data.parent:
+            parent = (
+                await self.session.scalars(
+                    select(MenuRow).filter_by(channel_id=channel.id, code=data.parent)
+                )
+            ).first()
+            if parent is None:
+                raise InvalidRequest(
+                    f"menu {data.parent!r} does not exist on this channel", field="parent"
+                )
+            parent_id = parent.id
+        row = MenuRow(
+            channel=channel,
+            code=data.code,
+            name=data.name,
+            parent_id=parent_id,
+            position=data.position,
+            min_level=data.min_level,
+            enabled=data.enabled,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        out = await self._menu_out(row)
+        await self._changed("menu.create", "menu", str(row.id), None, out)
+        return out
+
+    async def delete_menu(self, menu_id: int) -> None:
+        """Remove a menu without sub-menus or functions."""
+        row = await self._get(MenuRow, menu_id, "menu")
+        children = await self.session.scalar(
+            select(func.count()).select_from(MenuRow).where(MenuRow.parent_id == menu_id)
+        )
+        functions = await self.session.scalar(
+            select(func.count()).select_from(FunctionRow).where(FunctionRow.menu_id == menu_id)
+        )
+        if children or functions:
+            raise Conflict("the menu still has sub-menus or functions")
+        before = await self._menu_out(row)
+        await self.session.delete(row)
+        await self._changed("menu.delete", "menu", str(menu_id), before, None)
+
+    # -- functions --------------------------------------------------------------------------
+
+    @staticmethod
+    def _function_out(row: FunctionRow) -> FunctionOut:
+        return FunctionOut(
+            id=row.id,
+            channel=row.menu.channel.code,
+            menu=row.menu.code,
+            code=row.code,
+            name=row.name,
+            min_level=row.min_level,
+        )
+
+    async def functions(self, channel: str | None) -> list[FunctionOut]:
+        """Functions, by channel, menu and code."""
+        query = (
+            select(FunctionRow)
+            .join(MenuRow, FunctionRow.menu)
+            .join(Channel, MenuRow.channel)
+            .order_by(Channel.code, MenuRow.code, FunctionRow.code)
+        )
+        if channel:
+            query = query.where(Channel.code == channel)
+        return [self._function_out(row) for row in await self.session.scalars(query)]
+
+    async def create_function(self, data: FunctionIn) -> FunctionOut:
+        """Add a function under a menu of a channel."""
+        channel = await self._by_code(Channel, data.channel, "channel")
+        menu = (
+            await self.session.scalars(
+                select(MenuRow).filter_by(channel_id=channel.id, code=data.menu)
+            )
+        ).first()
+        if menu is None:
+            raise InvalidRequest(f"menu {data.menu!r} does not exist on this channel", field="menu")
+        if (
+            await self.session.scalars(
+                select(FunctionRow).filter_by(menu_id=menu.id, code=data.code)
+            )
+        ).first():
+            raise Conflict(f"function {data.code!r} already exists", field="code")
+        row = FunctionRow(menu=menu, code=data.code, name=data.name, min_level=data.min_level)
+        self.session.add(row)
+        await self.session.flush()
+        out = self._function_out(row)
+        await self._changed("function.create", "function", str(row.id), None, out)
+        return out
+
+    async def delete_function(self, function_id: int) -> None:
+        """Remove a function."""
+        row = await self._get(FunctionRow, function_id, "function")
+        before = self._function_out(row)
+        await self.session.delete(row)
+        await self._changed("function.delete", "function", str(function_id), before, None)
+
+    # -- interface permissions --------------------------------------------------------------
+
+    @staticmethod
+    def _permission_out(row: InterfacePermission) -> InterfacePermissionOut:
+        return InterfacePermissionOut(
+            id=row.id,
+            channel=row.channel.code,
+            interface=row.interface.code,
+            component=row.component.code if row.component else None,
+            min_level=row.min_level,
+        )
+
+    async def interface_permissions(self, channel: str | None) -> list[InterfacePermissionOut]:
+        """Interface permissions, by channel and interface."""
+        query = (
+            select(InterfacePermission)
+            .join(Channel, InterfacePermission.channel)
+            .join(Interface, InterfacePermission.interface)
+            .order_by(Channel.code, Interface.code)
+        )
+        if channel:
+            query = query.where(Channel.code == channel)
+        return [self._permission_out(row) for row in await self.session.scalars(query)]
+
+    async def create_interface_permission(
+        self, data: InterfacePermissionIn
+    ) -> InterfacePermissionOut:
+        """Let a channel (through a component) call an interface from a level."""
+        channel = await self._by_code(Channel, data.channel, "channel")
+        interface = await self._by_code(Interface, data.interface, "interface")
+        component = None
+        if data.component:
+            component = (
+                await self.session.scalars(
+                    select(Component).filter_by(channel_id=channel.id, code=data.component)
+                )
+            ).first()
+            if component is None:
+                raise InvalidRequest(
+                    f"component {data.component!r} does not exist on this channel",
+                    field="component",
+                )
+        if (
+            await self.session.scalars(
+                select(InterfacePermission).filter_by(
+                    channel_id=channel.id, interface_id=interface.id
+                )
+            )
+        ).first():
+            raise Conflict(
+                "this channel already has a permission for this interface", field="interface"
+            )
+        row = InterfacePermission(
+            channel=channel, interface=interface, component=component, min_level=data.min_level
+        )
+        self.session.add(row)
+        await self.session.flush()
+        out = self._permission_out(row)
+        await self._changed(
+            "interface_permission.create", "interface_permission", str(row.id), None, out
+        )
+        return out
+
+    async def delete_interface_permission(self, permission_id: int) -> None:
+        """Remove an interface permission."""
+        row = await self._get(InterfacePermission, permission_id, "interface permission")
+        before = self._permission_out(row)
+        await self.session.delete(row)
+        await self._changed(
+            "interface_permission.delete", "interface_permission", str(permission_id), before, None
+        )
+
+    # -- field rules ------------------------------------------------------------------------
+
+    @staticmethod
+    def _rule_out(row: FieldRuleRow) -> FieldRuleOut:
+        return FieldRuleOut(
+            id=row.id,
+            interface=row.interface.code,
+            channel=row.channel.code if row.channel else None,
+            path=row.path,
+            action=row.action,
+            below_level=row.below_level,
+        )
+
+    async def field_rules(self, interface: str | None) -> list[FieldRuleOut]:
+        """Field rules, by interface and path."""
+        query = (
+            select(FieldRuleRow)
+            .join(Interface, FieldRuleRow.interface)
+            .order_by(Interface.code, FieldRuleRow.path, FieldRuleRow.id)
+        )
+        if interface:
+            query = query.where(Interface.code == interface)
+        return [self._rule_out(row) for row in await self.session.scalars(query)]
+
+    async def create_field_rule(self, data: FieldRuleIn) -> FieldRuleOut:
+        """Drop or mask a response field for callers below a level."""
+        try:
+            parse_path(data.path)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), field="path") from None
+        try:
+            parse_action(data.action)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), field="action") from None
+        interface = await self._by_code(Interface, data.interface, "interface")
+        channel = await self._by_code(Channel, data.channel, "channel") if data.channel else None
+        row = FieldRuleRow(
+            interface=interface,
+            channel=channel,
+            path=data.path,
+            action=data.action,
+            below_level=data.below_level,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        out = self._rule_out(row)
+        await self._changed("field_rule.create", "field_rule", str(row.id), None, out)
+        return out
+
+    async def delete_field_rule(self, rule_id: int) -> None:
+        """Remove a field rule."""
+        row = await self._get(FieldRuleRow, rule_id, "field rule")
+        before = self._rule_out(row)
+        await self.session.delete(row)
+        await self._changed("field_rule.delete", "field_rule", str(rule_id), before, None)
