@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     registry_unhealthy_s: float = Field(15.0, gt=0, le=600)
     registry_remove_s: float = Field(30.0, gt=0, le=3600)
 
-    gateway_max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    #: Large enough for a real-name ID image (5 MiB) and the form around it.
+    gateway_max_body_bytes: int = Field(6 * 1_048_576, ge=1024, le=64 * 1_048_576)
     #: All interfaces together: calls in flight, and the wait queue in front of them (R12).
     gateway_max_concurrency: int = Field(2000, ge=1, le=1_000_000)
     gateway_max_queue: int = Field(2000, ge=0, le=1_000_000)
@@ -221,6 +222,8 @@ class Settings(BaseSettings):
     def problems(self) -> list[str]:
         """What keeps these settings from running in their mode (empty when fine)."""
         if not self.production:
+            if self.sms_provider == "http" and not self.sms_http_url:
+                return ["GRIDGATE_SMS_HTTP_URL is required for the http SMS provider"]
             return []
         found: list[str] = []
         if self.secret_key is None:

@@ -29,6 +29,7 @@ from gridgate.gateway.service import GatewayParts
 from gridgate.gateway.signing import signed_headers
 from gridgate.gateway.tokens import JwksVerifier, MemoryRevocationList
 from gridgate.operators.audit import Actor
+from gridgate.permissions.services import PermissionService
 from gridgate.registry.client import InstanceInfo
 from gridgate.registry.outlier import OutlierDetector
 from gridgate.runtime import Runtime
@@ -121,6 +122,11 @@ class Gateway:
             await catalog.set_authorizations(code, Authorizations(channels=channels))
         await self.parts.holder.refresh()
 
+    async def permit(self, action: str, data: Any) -> None:
+        async with self.runtime.db.transaction() as session:
+            await getattr(PermissionService(session, Actor("test")), action)(data)
+        await self.parts.holder.refresh()
+
     async def change(self, action: str, *args: Any) -> None:
         async with self.runtime.db.transaction() as session:
             catalog = CatalogService(session, self.runtime.box, Actor("test"))
@@ -128,7 +134,13 @@ class Gateway:
         await self.parts.holder.refresh()
 
     def token(
-        self, level: int = 0, *, channel: str = "app", sid: str = "s1", ttl: int = 900
+        self,
+        level: int = 0,
+        *,
+        channel: str = "app",
+        sid: str = "s1",
+        ttl: int = 900,
+        bound: tuple[str, ...] = (),
     ) -> str:
         now = int(time.time())
         claims = {
@@ -140,6 +152,7 @@ class Gateway:
             "sid": sid,
             "iat": now,
             "exp": now + ttl,
+            "cns": list(bound),
         }
         return jwt.encode(claims, self.key, algorithm="EdDSA", headers={"kid": "k1"})
 

@@ -6,6 +6,7 @@ WeChat shows the same account. Phones are stored sealed with a keyed hash to fin
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -108,7 +109,7 @@ class AccountService:
             id=secrets.token_hex(16),
             phone_hash=self.phone_hash(phone),
             phone_sealed=self.box.seal(phone, PHONE),
-            password_hash=hash_password(password),
+            password_hash=await asyncio.to_thread(hash_password, password),
             status="active",
             level=0,
             attributes={},
@@ -151,7 +152,9 @@ class AccountService:
             retry = int((account.locked_until - now).total_seconds()) + 1
             raise Locked("too many failed sign-ins; try again later", retry_after=retry)
         stored = account.password_hash if account is not None else None
-        if not verify_password(stored, password) or account is None or account.status != "active":
+        # argon2 takes ~100 ms of CPU: off the event loop, so other requests keep flowing.
+        matches = await asyncio.to_thread(verify_password, stored, password)
+        if not matches or account is None or account.status != "active":
             if account is not None and stored is not None:
                 account.failed_logins += 1
                 if account.failed_logins >= LOCK_AFTER:
@@ -205,7 +208,17 @@ class AccountService:
         account = await self.get(row.account_id)
         if account is None or account.status != "active":
             raise InvalidToken("the account is not active")
-        row.used_at = now
+        # Claim the token in one conditional UPDATE: of two concurrent refreshes with the same
+        # token only one wins, and the other is treated as the reuse it is.
+        claimed = await self.session.execute(
+            update(Session)
+            .where(Session.id == row.id, Session.used_at.is_(None), Session.revoked_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(claimed, "rowcount", 0) != 1:
+            await self.revoke_family(row.family_id)
+            raise InvalidToken("the refresh token was already used; please sign in again")
         return await self._issue(account, row.channel, family_id=row.family_id)
 
     async def revoke_family(self, family_id: str) -> None:

@@ -219,6 +219,14 @@ def serve_role(
             out.print(f"gridgate {role} listening on {listener.url}")
             urls = {"registry": f"http://127.0.0.1:{settings.registry_port}", role: listener.url}
             background = built.jobs(urls)
+            if role == "accounts":
+                # A business system like any other: it registers so gateways find it.
+                registry_urls = settings.registry_urls or [urls["registry"]]
+                passwords = {
+                    code: _system_password(settings, code) for code in ("accounts", "permissions")
+                }
+                shown = [listener, Listener("permissions", built.app, listener.host, listener.port)]
+                background.append(registrations(shown, registry_urls, passwords))
             await serve(
                 [listener], shutdown_timeout_s=settings.shutdown_timeout_s, background=background
             )
@@ -228,21 +236,25 @@ def serve_role(
     _run(run())
 
 
+def _system_password(settings: Settings, system: str) -> str:
+    """The password a business system registers with: from settings, else from demo.json."""
+    if settings.business_system_password is not None:
+        return settings.business_system_password.get_secret_value()
+    known = {
+        s["code"]: s["password"]
+        for s in read_demo_file(settings.data_dir).get("business_systems", [])
+    }
+    if system not in known:
+        raise _fail(
+            f"no password for business system {system!r}: set "
+            "GRIDGATE_BUSINESS_SYSTEM_PASSWORD or run `gridgate up` first for demo.json"
+        )
+    return str(known[system])
+
+
 async def _serve_demo(settings: Settings, system: str, port: int) -> None:
     """One instance of a demo business system, registered in the registry it is pointed at."""
-    if settings.business_system_password is not None:
-        password = settings.business_system_password.get_secret_value()
-    else:
-        known = {
-            s["code"]: s["password"]
-            for s in read_demo_file(settings.data_dir).get("business_systems", [])
-        }
-        if system not in known:
-            raise _fail(
-                f"no password for business system {system!r}: set "
-                "GRIDGATE_BUSINESS_SYSTEM_PASSWORD or run `gridgate up` first for demo.json"
-            )
-        password = known[system]
+    password = _system_password(settings, system)
     registry_urls = settings.registry_urls or [f"http://127.0.0.1:{settings.registry_port}"]
     [listener] = demo_listeners(
         generate_demo_data(), settings.bind_host, systems=[system], copies=1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -110,7 +111,9 @@ class OperatorService:
         if locked_until is not None and locked_until > now:
             retry = int((locked_until - now).total_seconds()) + 1
             raise Locked("too many failed sign-ins; try again later", retry_after=retry)
-        matches = verify_password(operator.password_hash if operator else None, password)
+        matches = await asyncio.to_thread(
+            verify_password, operator.password_hash if operator else None, password
+        )
         if operator is None or not matches or not operator.enabled:
             if operator is not None and not matches:
                 operator.failed_logins += 1

@@ -1,0 +1,147 @@
+"""The permission admin API: validation, references, audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+APP = {"code": "app", "name": "App", "type": "app"}
+SYSTEM = {
+    "code": "svc",
+    "name": "svc",
+    "host": "10.0.0.1",
+    "port": 80,
+    "password": "svc-password-1",
+}
+IFACE = {
+    "code": "c.read",
+    "name": "读",
+    "method": "GET",
+    "path": "/api/v1/c/{customer_no}",
+    "provider": "svc",
+    "target_service": "svc",
+    "min_level": 1,
+    "customer_scope": "path:customer_no",
+}
+
+
+async def _setup(admin: httpx.AsyncClient) -> None:
+    for resource, body in (("channels", APP), ("business-systems", SYSTEM), ("interfaces", IFACE)):
+        answer = await admin.post(f"/admin/v1/{resource}", json=body)
+        assert answer.status_code == 201, answer.text
+
+
+def _field(answer: httpx.Response) -> Any:
+    assert answer.status_code == 422, answer.text
+    return answer.json().get("field")
+
+
+async def test_menus_functions_and_tree_rules(admin: httpx.AsyncClient) -> None:
+    await _setup(admin)
+    top = await admin.post(
+        "/admin/v1/permissions/menus", json={"channel": "app", "code": "account", "name": "我的"}
+    )
+    assert top.status_code == 201
+    child = await admin.post(
+        "/admin/v1/permissions/menus",
+        json={
+            "channel": "app",
+            "code": "bills",
+            "name": "账单",
+            "parent": "account",
+            "min_level": 1,
+        },
+    )
+    assert child.status_code == 201 and child.json()["parent"] == "account"
+    assert (
+        _field(
+            await admin.post(
+                "/admin/v1/permissions/menus",
+                json={"channel": "app", "code": "x", "name": "x", "parent": "ghost"},
+            )
+        )
+        == "parent"
+    )
+    assert (
+        await admin.post(
+            "/admin/v1/permissions/menus", json={"channel": "app", "code": "bills", "name": "dup"}
+        )
+    ).status_code == 409
+    function = await admin.post(
+        "/admin/v1/permissions/functions",
+        json={"channel": "app", "menu": "bills", "code": "query", "name": "查询", "min_level": 1},
+    )
+    assert function.status_code == 201
+    assert (
+        await admin.delete(f"/admin/v1/permissions/menus/{top.json()['id']}")
+    ).status_code == 409
+    listed = (await admin.get("/admin/v1/permissions/menus", params={"channel": "app"})).json()
+    assert [m["code"] for m in listed["items"]] == ["account", "bills"]
+    audit = (await admin.get("/admin/v1/audit", params={"resource_type": "menu"})).json()
+    assert audit["total"] == 2
+
+
+async def test_field_rules_are_validated(admin: httpx.AsyncClient) -> None:
+    await _setup(admin)
+    ok = await admin.post(
+        "/admin/v1/permissions/fields",
+        json={
+            "interface": "c.read",
+            "path": "items[].address",
+            "action": "mask:address",
+            "below_level": 2,
+        },
+    )
+    assert ok.status_code == 201
+    for body, field in (
+        ({"path": "a..b"}, "path"),
+        ({"path": "a[]"}, "path"),
+        ({"action": "mask:secret"}, "action"),
+        ({"action": "hide"}, "action"),
+        ({"below_level": 4}, "below_level"),
+        ({"interface": "ghost"}, "interface"),
+    ):
+        base = {"interface": "c.read", "path": "name", "action": "drop", "below_level": 2}
+        assert (
+            _field(await admin.post("/admin/v1/permissions/fields", json={**base, **body})) == field
+        )
+    rules = (await admin.get("/admin/v1/permissions/fields", params={"interface": "c.read"})).json()
+    assert [r["path"] for r in rules["items"]] == ["items[].address"]
+    assert (
+        await admin.delete(f"/admin/v1/permissions/fields/{ok.json()['id']}")
+    ).status_code == 204
+    assert (
+        await admin.delete(f"/admin/v1/permissions/fields/{ok.json()['id']}")
+    ).status_code == 404
+
+
+async def test_interface_permissions_and_scope_validation(admin: httpx.AsyncClient) -> None:
+    await _setup(admin)
+    made = await admin.post(
+        "/admin/v1/permissions/interfaces",
+        json={"channel": "app", "interface": "c.read", "min_level": 2},
+    )
+    assert made.status_code == 201
+    assert (
+        await admin.post(
+            "/admin/v1/permissions/interfaces", json={"channel": "app", "interface": "c.read"}
+        )
+    ).status_code == 409
+    assert (
+        _field(
+            await admin.post(
+                "/admin/v1/permissions/interfaces",
+                json={"channel": "app", "interface": "c.read", "component": "ghost"},
+            )
+        )
+        == "component"
+    )
+    bad_scope = await admin.patch(
+        "/admin/v1/interfaces/c.read", json={"customer_scope": "path:nope"}
+    )
+    assert _field(bad_scope) == "customer_scope"
+    assert (
+        _field(await admin.patch("/admin/v1/interfaces/c.read", json={"customer_scope": "query:x"}))
+        == "customer_scope"
+    )
