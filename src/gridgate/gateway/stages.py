@@ -45,6 +45,7 @@ __all__ = [
     "Route",
     "Stage",
     "UserAuth",
+    "required_level",
 ]
 
 
@@ -168,6 +169,20 @@ class UserAuth:
         exchange.claims = claims
 
 
+def required_level(snapshot: Snapshot, channel: str, interface: InterfaceView) -> int | None:
+    """The level a caller on ``channel`` needs for ``interface``; None when the channel may not.
+
+    A handful of dictionary look-ups: this is the permission decision of every request.
+    """
+    required = interface.min_level
+    if interface.code in snapshot.permissioned:
+        granted = snapshot.perm_levels.get((channel, interface.code))
+        if granted is None:
+            return None
+        required = max(required, granted)
+    return required
+
+
 class Permission:
     """Interface permissions and levels (R9, R10): the channel must be allowed to call the
     interface, and the account's level (认证等级) must reach what the interface and the
@@ -177,14 +192,10 @@ class Permission:
         """Answer ``perm.denied`` or ``perm.level_required`` (with the level needed)."""
         interface = exchange.interface
         assert interface is not None  # noqa: S101 - Route runs first
-        snapshot = exchange.snapshot
-        required = interface.min_level
-        if interface.code in snapshot.permissioned:
-            channel = exchange.channel.code if exchange.channel is not None else ""
-            granted = snapshot.perm_levels.get((channel, interface.code))
-            if granted is None:
-                raise PermissionDenied("this channel has no permission for this interface")
-            required = max(required, granted)
+        channel = exchange.channel.code if exchange.channel is not None else ""
+        required = required_level(exchange.snapshot, channel, interface)
+        if required is None:
+            raise PermissionDenied("this channel has no permission for this interface")
         level = exchange.claims.level if exchange.claims is not None else 0
         if level < required:
             raise LevelRequired(f"this needs account level {required}", required_level=required)
