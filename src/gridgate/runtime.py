@@ -47,7 +47,7 @@ class Runtime:
     def build(cls, settings: Settings) -> Runtime:
         """Wire the stores the settings name (keys must already be resolved)."""
         db = Database(settings.effective_database_url)
-        box = SecretBox(settings.data_keys)
+        box = SecretBox(settings.data_keys, lookup_key=settings.lookup_key_bytes)
         timings = Timings(
             heartbeat_interval_s=settings.registry_heartbeat_s,
             unhealthy_after_s=settings.registry_unhealthy_s,

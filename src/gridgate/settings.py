@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     data_key: SecretStr | None = None
     previous_data_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    #: Keys the look-up hashes of phones and ID numbers; unlike data_key it is never rotated.
+    lookup_key: SecretStr | None = None
 
     #: Bearer token that lets gateways and tools read the service center (writes use the
     #: business system's own credentials from the catalog).
@@ -158,7 +160,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("data_key", "previous_data_keys")
+    @field_validator("data_key", "previous_data_keys", "lookup_key")
     @classmethod
     def _valid_keys(cls, value: Any) -> Any:
         keys = value if isinstance(value, list) else [value]
@@ -213,6 +215,11 @@ class Settings(BaseSettings):
         return [current, *(decode_key(k.get_secret_value()) for k in self.previous_data_keys)]
 
     @property
+    def lookup_key_bytes(self) -> bytes | None:
+        """The look-up hash key, if one is configured."""
+        return decode_key(self.lookup_key.get_secret_value()) if self.lookup_key else None
+
+    @property
     def signing_key(self) -> bytes:
         """The key that signs operator tokens."""
         if self.secret_key is None:
@@ -246,14 +253,16 @@ class Settings(BaseSettings):
         A newcomer needs no configuration, yet a second start must decrypt what the first
         stored, so generated keys are kept in the data dir with mode 0600.
         """
-        names = ("secret_key", "data_key", "registry_token")
+        names = ("secret_key", "data_key", "registry_token", "lookup_key")
         missing = [name for name in names if getattr(self, name) is None]
         if self.production or not missing:
             return self
         path = self.data_dir / _DEV_KEYS_FILE
         stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
         if any(name not in stored for name in names):
-            stored = {name: stored.get(name) or new_key() for name in names}
+            # A data dir from before look-up keys existed hashed with its data key: keep that.
+            inherited = {"lookup_key": stored.get("data_key")}
+            stored = {name: stored.get(name) or inherited.get(name) or new_key() for name in names}
             self.data_dir.mkdir(parents=True, exist_ok=True)
             write_private(path, json.dumps(stored, indent=2))
         return self.model_copy(update={name: SecretStr(stored[name]) for name in missing})

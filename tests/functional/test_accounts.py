@@ -473,3 +473,17 @@ async def test_jwks_publishes_the_signing_key(accounts: Client) -> None:
     public = jwt.PyJWK(key).key
     assert jwt.decode(token, public, algorithms=["EdDSA"], audience="gridgate")["lvl"] == 0
     assert "d" not in key  # never the private part
+
+
+async def test_key_rotation_keeps_old_tokens_verifiable(
+    accounts: Client, parts: AccountsParts, runtime: Runtime
+) -> None:
+    await accounts.register()
+    old = (await accounts.login())["access_token"]
+    async with runtime.db.transaction() as session:
+        await parts.keys.rotate(session)
+    new = (await accounts.login())["access_token"]
+    old_kid, new_kid = (jwt.get_unverified_header(t)["kid"] for t in (old, new))
+    assert old_kid != new_kid
+    published = {k["kid"] for k in (await accounts.http.get(JWKS_PATH)).json()["keys"]}
+    assert {old_kid, new_kid} <= published  # nobody is logged out by the rotation

@@ -109,3 +109,10 @@ def test_serve_rejects_unknown_role(tmp_path: Path) -> None:
     result = _gridgate("serve", "nonsense", "--data-dir", str(tmp_path))
     assert result.returncode == 2
     assert "unknown role" in result.stderr
+
+
+def test_accounts_rotate_key(tmp_path: Path) -> None:
+    first = _gridgate("accounts", "rotate-key", "--data-dir", str(tmp_path))
+    second = _gridgate("accounts", "rotate-key", "--data-dir", str(tmp_path))
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert "new signing key" in first.stdout and first.stdout != second.stdout

@@ -42,6 +42,8 @@ _ROLE_NAMES = [*ROLES, *(f"demo-{code}" for code in SYSTEMS)]
 operator_app = typer.Typer(help="Manage back-office operators.", no_args_is_help=True)
 app.add_typer(operator_app, name="operator")
 app.add_typer(logs_app, name="logs")
+accounts_app = typer.Typer(help="Manage the accounts service.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
 bench_app = typer.Typer(help="Measure gridgate (development machines).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -498,3 +500,21 @@ def bench_permissions(
     for name, value in report.machine.items():
         out.print(f"{name}: {value}", highlight=False)
     out.print(table)
+
+
+@accounts_app.command("rotate-key")
+def accounts_rotate_key(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Start signing customer tokens with a new key; tokens of the old one stay valid."""
+    settings = _settings(config, data_dir=data_dir)
+
+    async def run() -> str:
+        runtime = Runtime.build(settings)
+        try:
+            await runtime.db.migrate()
+            parts = AccountsParts.build(runtime)
+            async with runtime.db.transaction() as session:
+                return await parts.keys.rotate(session)
+        finally:
+            await runtime.close()
+
+    out.print(f"new signing key [bold]{_run(run())}[/]; gateways fetch it from the JWKS")

@@ -127,6 +127,12 @@ class GatewayApp:
         interface = exchange.interface
         assert interface is not None  # noqa: S101 - Route runs first
         outbound_headers = forward_headers(exchange.raw_headers)
+        channel = exchange.channel.code if exchange.channel is not None else None
+        rules = exchange.snapshot.field_filter(interface.code, channel)
+        if rules is not None:
+            # Field rules read the JSON: ask the business system for an uncompressed answer.
+            outbound_headers = [(k, v) for k, v in outbound_headers if k != "accept-encoding"]
+            outbound_headers.append(("accept-encoding", "identity"))
         outbound_headers.append(("x-trace-id", exchange.trace_id))
         outbound_headers.append(("traceparent", traceparent(exchange.trace_id)))
         if exchange.client_ip:
@@ -161,8 +167,6 @@ class GatewayApp:
             answer = await self.dispatcher.call(outbound)
         exchange.upstream = answer.instance
         body = answer.body
-        channel = exchange.channel.code if exchange.channel is not None else None
-        rules = exchange.snapshot.field_filter(interface.code, channel)
         if rules is not None:
             # Data control (数据控制): drop and mask fields by the caller's level.
             level = exchange.claims.level if exchange.claims is not None else 0

@@ -44,6 +44,8 @@ __all__ = ["Discovery", "InstanceInfo", "Registration", "RegistryClient", "Regis
 
 _log = structlog.get_logger("gridgate.registry.client")
 _API = "/registry/v1"
+#: How often a watching client asks which registry nodes are alive.
+NODE_REFRESH_S = 30.0
 
 
 class RegistryUnavailable(Exception):
@@ -384,7 +386,16 @@ class Discovery:
         self._updated()
 
     async def _watch(self) -> None:
+        learned_at = 0.0
+        loop = asyncio.get_running_loop()
         while True:
+            if loop.time() - learned_at > NODE_REFRESH_S:
+                # Learn the nodes now alive, so that losing the one we know is survivable.
+                with contextlib.suppress(
+                    RegistryUnavailable, httpx.HTTPError, KeyError, ValueError
+                ):
+                    await self.client.refresh_nodes()
+                learned_at = loop.time()
             try:
                 answer = await self.client.watch(self.revision, timeout_s=self.watch_timeout_s)
                 if answer["snapshot"]:

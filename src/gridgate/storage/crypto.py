@@ -33,14 +33,17 @@ def _key_id(key: bytes) -> str:
 class SecretBox:
     """Seals and opens short secrets with the current data key and accepts older ones."""
 
-    def __init__(self, keys: list[bytes]) -> None:
+    def __init__(self, keys: list[bytes], *, lookup_key: bytes | None = None) -> None:
         if not keys:
             raise ValueError("at least one key is required")
         self._current = keys[0]
         self._current_id = _key_id(keys[0])
         self._by_id = {_key_id(key): AESGCM(key) for key in keys}
-        # A separate key for look-up hashes so a hash reveals nothing about the cipher key.
-        self._hash_key = hmac.new(keys[0], b"gridgate-lookup-hash", hashlib.sha256).digest()
+        # Look-up hashes find rows (a phone, an ID number) and must survive a rotation of the
+        # data key, so they have a key of their own; without one, derive it from the data key
+        # (then rotating the data key means re-hashing every look-up column).
+        base = lookup_key if lookup_key is not None else keys[0]
+        self._hash_key = hmac.new(base, b"gridgate-lookup-hash", hashlib.sha256).digest()
 
     def seal(self, plaintext: str, purpose: str) -> str:
         """Encrypt ``plaintext`` for storage; ``purpose`` must be given again to open it."""
