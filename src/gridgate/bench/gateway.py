@@ -528,7 +528,7 @@ def run_gateway_bench(
     runs), written there as collapsed stacks.
     """
     if shutil.which("wrk") is None or _nginx_binary() is None:
-        raise RuntimeError("nginx or wrk not found: `make servers` installs them")
+        raise RuntimeError("nginx or wrk not found: `make bench-servers` installs them")
     say = progress or (lambda _message: None)
     report = BenchReport(command, machine_info())
     report.machine.pop("Redis", None)

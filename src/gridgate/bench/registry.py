@@ -560,7 +560,7 @@ def run_registry_bench(
     """Run every phase and return the figures; every process and file is gone afterwards."""
     for binary in ("redis-server", "wrk"):
         if shutil.which(binary) is None:
-            raise RuntimeError(f"{binary} not found: `make servers` installs it")
+            raise RuntimeError(f"{binary} not found: `make bench-servers` installs it")
     say = progress or (lambda _message: None)
     report = BenchReport(command, machine_info())
     with _workspace() as (work, procs):
