@@ -93,6 +93,9 @@ async def test_register_discover_heartbeat_deregister(
     ).status_code == 204
     gone = await registry.put(f"/registry/v1/instances/{instance_id}/heartbeat", headers=BILLING)
     assert gone.status_code == 404 and gone.json()["code"] == "not_found"
+    # The node's cached answer does not outlive the change.
+    after = await registry.get("/registry/v1/services/billing/instances", headers=_token(runtime))
+    assert after.json()["instances"] == [] and after.json()["revision"] > found["revision"]
 
 
 async def test_watch_reports_changes_after_a_revision(

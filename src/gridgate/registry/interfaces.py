@@ -287,6 +287,10 @@ class RegistryStore(Protocol):
         """Every service that has instances, by name."""
         ...
 
+    async def revision(self) -> int:
+        """The current revision (cheap: lets a node serve cached answers while it holds)."""
+        ...
+
     async def configure_service(self, service: str, *, protect_threshold: float) -> None:
         """Set the protection threshold (0–1, default 0) of a service."""
         ...

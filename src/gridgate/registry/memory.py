@@ -185,6 +185,10 @@ class MemoryRegistryStore:
         )
         return self._revision, [_copy(instance) for instance in chosen]
 
+    async def revision(self) -> int:
+        """The current revision."""
+        return self._revision
+
     async def services(self) -> list[ServiceSummary]:
         """Every service that has instances, by name."""
         return [

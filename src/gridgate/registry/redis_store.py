@@ -321,6 +321,10 @@ class RedisRegistryStore:
         )
         return int(revision or 0), chosen
 
+    async def revision(self) -> int:
+        """The current revision (one GET)."""
+        return int(await self._redis.get(self._key("rev")) or 0)
+
     async def services(self) -> list[ServiceSummary]:
         """Every service that has instances, by name."""
         names = sorted(_text(name) for name in await self._redis.smembers(self._key("services")))

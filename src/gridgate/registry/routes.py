@@ -21,6 +21,7 @@ __all__ = ["MAX_WATCH_S", "registry_routes"]
 
 #: The longest a watch call waits for a change (api.md: long-poll up to 30 s).
 MAX_WATCH_S = 30.0
+MAX_CACHED_ANSWERS = 10_000
 _REGISTER_FIELDS = frozenset({"service", "host", "port", "weight", "metadata", "zone"})
 
 
@@ -120,18 +121,30 @@ def registry_routes(store: RegistryStore, auth: CallerAuth) -> list[BaseRoute]:
         items = [asdict(summary) for summary in await store.services()]
         return _json({"items": items, "total": len(items)})
 
+    # Discovery answers by (service, healthy_only), valid while the store's revision holds:
+    # heartbeats do not move it, so a steady registry answers most look-ups from here.
+    answers: dict[tuple[str, bool], tuple[int, bytes]] = {}
+
     async def instances(request: Request) -> Response:
         await auth.reader(request.headers.get("authorization"))
         service = check_service(request.path_params["service"])
         healthy_only = request.query_params.get("healthy_only", "true").lower() != "false"
+        key = (service, healthy_only)
+        cached = answers.get(key)
+        if cached is not None and cached[0] == await store.revision():
+            return Response(cached[1], media_type="application/json")
         revision, found = await store.instances(service, healthy_only=healthy_only)
-        return _json(
+        body = orjson.dumps(
             {
                 "service": service,
                 "revision": revision,
                 "instances": [instance_json(i) for i in found],
             }
         )
+        if len(answers) >= MAX_CACHED_ANSWERS:
+            answers.clear()
+        answers[key] = (revision, body)
+        return Response(body, media_type="application/json")
 
     async def watch(request: Request) -> Response:
         await auth.reader(request.headers.get("authorization"))

@@ -416,3 +416,12 @@ async def test_the_stores_own_clock(store: RegistryStore) -> None:
     assert await store.sweep() == 0
     await store.register_node("node-a", "http://10.0.1.1:8070")
     assert [n.node_id for n in await store.nodes()] == ["node-a"]
+
+
+async def test_revision_is_the_one_instances_report(store: RegistryStore) -> None:
+    assert await store.revision() == 0
+    await store.register("billing", "10.0.0.1", 80, owner="billing")
+    revision, _ = await store.instances("billing")
+    assert await store.revision() == revision >= 1
+    await store.heartbeat((await store.instances("billing"))[1][0].instance_id)
+    assert await store.revision() == revision  # heartbeats of a healthy instance change nothing
