@@ -1,0 +1,193 @@
+"""``gridgate bench …``: benchmarks for development machines (never part of a listener)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import typer
+from rich.table import Table
+
+from gridgate.cli.common import err, fail, out, run_coroutine
+
+__all__ = ["bench_app"]
+
+bench_app = typer.Typer(help="Measure gridgate (development machines).", no_args_is_help=True)
+
+
+class _Report(Protocol):
+    @property
+    def rows(self) -> Sequence[Any]: ...
+
+    @property
+    def machine(self) -> Mapping[str, str]: ...
+
+    def markdown(self) -> str: ...
+
+
+def _show_report(report: _Report, title: str, *, markdown: bool) -> None:
+    """A benchmark report as a Rich table (and Markdown for docs/benchmarks.md)."""
+    table = Table(title=title)
+    for column in ("Metric", "Result", "Detail", "Target", "Met"):
+        table.add_column(column)
+    for row in report.rows:
+        met = "" if row.met is None else ("[green]yes[/]" if row.met else "[red]no[/]")
+        table.add_row(row.metric, row.result, row.detail, row.target, met)
+    for name, value in report.machine.items():
+        out.print(f"{name}: {value}", highlight=False)
+    out.print(table)
+    if markdown:
+        print(report.markdown())
+
+
+@bench_app.command("registry")
+def bench_registry(
+    duration: Annotated[int, typer.Option(min=1, help="Seconds per wrk run.")] = 10,
+    instances: Annotated[int, typer.Option(min=1, help="Instances registered first.")] = 10_000,
+    watchers: Annotated[int, typer.Option(min=1, help="Concurrent long-poll watchers.")] = 200,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Also print Markdown.")] = False,
+) -> None:
+    """Heartbeats, queries and registrations per core, and watch latency, on Redis."""
+    # Imported here: the benchmark is never part of a listener's process.
+    from gridgate.bench.registry import run_registry_bench  # noqa: PLC0415
+
+    command = " ".join(["gridgate", *sys.argv[1:]])
+    try:
+        report = run_registry_bench(
+            duration=duration,
+            instances=instances,
+            watchers=watchers,
+            command=command,
+            progress=lambda message: err.print(f"[dim]… {message}[/]", highlight=False),
+        )
+    except RuntimeError as exc:
+        raise fail(str(exc), code=1) from None
+    _show_report(report, "gridgate registry benchmark (Redis store, one node)", markdown=markdown)
+
+
+@bench_app.command("gateway")
+def bench_gateway(
+    duration: Annotated[int, typer.Option(min=1, help="Seconds per wrk run.")] = 10,
+    half_rate: Annotated[
+        int | None,
+        typer.Option(min=1, help="Requests/s of the paced runs (default: half of the max)."),
+    ] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="Also record the gateway under load with py-spy (collapsed stacks)."),
+    ] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Also print Markdown.")] = False,
+) -> None:
+    """Gateway vs nginx per core on a 1 KB JSON backend: RPS, p50/p99, added p99 latency."""
+    # Imported here: the benchmark is never part of a listener's process.
+    from gridgate.bench.gateway import run_gateway_bench  # noqa: PLC0415
+
+    command = " ".join(["gridgate", *sys.argv[1:]])
+    try:
+        report = run_gateway_bench(
+            duration=duration,
+            half_rate=half_rate,
+            profile=profile,
+            command=command,
+            progress=lambda message: err.print(f"[dim]… {message}[/]", highlight=False),
+        )
+    except RuntimeError as exc:
+        raise fail(str(exc), code=1) from None
+    _show_report(
+        report, "gridgate gateway benchmark (one core each, 1 KB JSON backend)", markdown=markdown
+    )
+
+
+@bench_app.command("logs")
+def bench_logs(
+    records: Annotated[
+        int, typer.Option(min=1000, help="Records through the ingest path.")
+    ] = 200_000,
+    analysis_records: Annotated[
+        int, typer.Option(min=1000, help="Records in the analysis data set.")
+    ] = 10_000_000,
+) -> None:
+    """Ingest records/s into Parquet (beside a plain write) and the hourly rollup time."""
+    from gridgate.logs.bench import run_analysis_bench, run_ingest_bench  # noqa: PLC0415
+
+    ingest = run_coroutine(run_ingest_bench(records))
+    analysis = run_coroutine(run_analysis_bench(analysis_records))
+    table = Table(title="gridgate log pipeline benchmark")
+    for column in ("Metric", "Result"):
+        table.add_column(column)
+    table.add_row(
+        "ingest records/s (service → spool → Parquet, fsync)", f"{ingest.pipeline_per_s:,.0f}"
+    )
+    table.add_row(
+        "plain sequential write of the same bytes",
+        f"{ingest.raw_write_mb_per_s:,.0f} MB/s ({ingest.raw_records_per_s:,.0f} records/s)",
+    )
+    table.add_row("ingest CPU seconds", f"{ingest.cpu_s:.2f}")
+    table.add_row(
+        f"hourly rollup of {analysis.records:,} records ({analysis.hours} h)",
+        f"{analysis.compute_s:.2f} s",
+    )
+    out.print(table)
+
+
+@bench_app.command("accounts")
+def bench_accounts(
+    duration: Annotated[int, typer.Option(min=1, help="Seconds per throughput run.")] = 10,
+    accounts: Annotated[
+        int, typer.Option(min=1000, help="Accounts (and bindings) seeded on PostgreSQL.")
+    ] = 1_000_000,
+    lookups: Annotated[int, typer.Option(min=100, help="Look-ups timed per kind.")] = 10_000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Concurrent refresh tasks.")] = 16,
+    sqlite: Annotated[
+        bool, typer.Option("--sqlite/--no-sqlite", help="Also logins and refreshes on SQLite.")
+    ] = True,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Also print Markdown.")] = False,
+) -> None:
+    """Password logins and refreshes per core vs Keycloak; look-up p99 at 1M accounts."""
+    # Imported here: the benchmark is never part of a listener's process.
+    from gridgate.bench.accounts import run_accounts_bench  # noqa: PLC0415
+
+    command = " ".join(["gridgate", *sys.argv[1:]])
+    try:
+        report = run_accounts_bench(
+            duration=duration,
+            accounts=accounts,
+            lookups=lookups,
+            concurrency=concurrency,
+            sqlite=sqlite,
+            command=command,
+            progress=lambda message: err.print(f"[dim]… {message}[/]", highlight=False),
+        )
+    except RuntimeError as exc:
+        raise fail(str(exc), code=1) from None
+    _show_report(
+        report, "gridgate accounts benchmark (service layer, one core, no HTTP)", markdown=markdown
+    )
+
+
+@bench_app.command("permissions")
+def bench_permissions(
+    interfaces: Annotated[int, typer.Option(min=10, help="Interfaces in the catalog.")] = 10_000,
+    decisions: Annotated[int, typer.Option(min=1000, help="Decisions timed.")] = 1_000_000,
+) -> None:
+    """Permission decisions per second on one core, and catalog compile time."""
+    from gridgate.bench.permissions import run_permissions_bench  # noqa: PLC0415
+
+    report = run_permissions_bench(interfaces, decisions)
+    table = Table(title="gridgate permission decisions (one core, in-process)")
+    for column in ("Metric", "Result", "Target"):
+        table.add_column(column)
+    table.add_row(
+        f"compile a snapshot of {report.interfaces:,} interfaces",
+        f"{report.compile_s * 1000:.0f} ms",
+        "< 1 s",
+    )
+    table.add_row("permission decisions per second", f"{report.decisions_per_s:,.0f}", "≥ 100,000")
+    table.add_row(
+        "field filtering per second (2 rules, small document)", f"{report.filters_per_s:,.0f}", "—"
+    )
+    for name, value in report.machine.items():
+        out.print(f"{name}: {value}", highlight=False)
+    out.print(table)
