@@ -187,7 +187,13 @@ class Settings(BaseSettings):
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
-            if name in {"database_url", "redis_url", "nats_url"}:
+            if name in {
+                "database_url",
+                "redis_url",
+                "nats_url",
+                "sms_http_url",
+                "accounts_jwks_url",
+            }:
                 yield name, mask_url(value)
             else:
                 yield name, value

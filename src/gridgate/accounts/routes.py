@@ -23,6 +23,7 @@ from gridgate.accounts.models import Account
 from gridgate.accounts.parts import AccountsParts
 from gridgate.accounts.realname import RealnameService
 from gridgate.accounts.services import TokenPair
+from gridgate.accounts.sms import SmsCodeInvalid
 from gridgate.catalog.models import Channel
 from gridgate.errors import AuthRequired, GridgateError, InvalidRequest, InvalidToken
 from gridgate.permissions.models import FunctionRow, MenuRow
@@ -176,7 +177,8 @@ async def token(body: TokenRequest, request: Request, parts: Parts) -> dict[str,
             else:
                 found = await service.by_phone(body.phone)
                 if found is None or found.status != "active":
-                    raise InvalidRequest("the code is not valid", field="sms_code")
+                    # The same answer as a wrong code: sign-in does not tell who is registered.
+                    raise SmsCodeInvalid("the code is not valid")
                 account = found
         except GridgateError:
             await parts.login_guard.failed(_client_ip(request))
