@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridgate.accounts.directory import CustomerDirectory, CustomerRecord
 from gridgate.accounts.models import Account, Binding, ServicePasswordLock, Subscription
+from gridgate.accounts.services import MAX_BOUND_IN_TOKEN
 from gridgate.accounts.sms import SmsCodes
 from gridgate.errors import BadCredentials, Conflict, InvalidRequest, Locked, NotFound
 from gridgate.pii import mask_phone
@@ -25,6 +26,7 @@ __all__ = ["BindingService", "Challenge", "SubscriptionItem"]
 SERVICE_PASSWORD_FAILURES = 5
 SERVICE_PASSWORD_LOCK = timedelta(minutes=30)
 TOPICS = frozenset({"bill", "outage"})
+MAX_BINDINGS = MAX_BOUND_IN_TOKEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,9 @@ class BindingService:
                 )
             )
         ).first()
+        if mine is None and len(await self.bindings(account.id)) >= MAX_BINDINGS:
+            # Tokens carry the bound 户号 for data scope; beyond this they would not fit.
+            raise Conflict(f"an account can bind at most {MAX_BINDINGS} 户号")
         if not self.allow_shared and mine is None:
             taken = await self.session.scalar(
                 select(func.count()).select_from(Binding).where(Binding.customer_no == customer_no)

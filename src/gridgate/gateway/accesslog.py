@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
-from prometheus_client import Counter
 
 __all__ = ["AccessLogSink", "AccessRecord"]
 
 _log = structlog.get_logger("gridgate.gateway.accesslog")
-DROPPED = Counter("gridgate_access_log_dropped", "Access-log records dropped on a full buffer.")
 
 
 @dataclass(slots=True)

@@ -296,7 +296,7 @@ async def load_snapshot(db: Database, box: SecretBox) -> Snapshot:
                 row.channel.code if row.channel else None,
                 FieldRule(row.path, row.action, row.below_level),
             )
-            for row in await session.scalars(select(FieldRuleRow))
+            for row in await session.scalars(select(FieldRuleRow).order_by(FieldRuleRow.id))
         ]
     # Compiling 10,000 routes takes tens of milliseconds: off the event loop.
     return await asyncio.to_thread(
