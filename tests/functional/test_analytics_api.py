@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +27,9 @@ from tests.functional.gateway_harness import APP_SECRET, Gateway
 from tests.unit.logs.helpers import T0, minutes, record, run_pipeline
 
 TRAFFIC = "/admin/v1/analytics/traffic"
+ERRORS = "/admin/v1/analytics/errors"
+TOP_FAILING = "/admin/v1/analytics/top-failing"
+AUTH_FAILURES = "/admin/v1/analytics/auth-failures"
 H1 = T0 + timedelta(hours=1)
 
 
@@ -51,6 +56,87 @@ async def analysed(runtime: Runtime, tmp_path: Path) -> None:
         record(H1 + minutes(6), account=None, channel=None, interface=None, status=404),
     ]
     await run_pipeline(records, tmp_path / "pipeline", runtime.db)
+
+
+#: (minute from T0, channel, interface, status, code): failures of every kind over three hours.
+_FAILURES: list[tuple[int, str | None, str | None, int, str | None]] = [
+    (1, "app", "bills.read", 200, None),
+    (2, "app", "bills.read", 401, "channel.bad_signature"),
+    (3, "app", "bills.read", 401, "channel.bad_signature"),
+    (4, "app", "usage.read", 401, "auth.token_expired"),
+    (5, "wechat", "bills.read", 401, "auth.token_invalid"),
+    (6, "wechat", "usage.read", 403, "perm.denied"),
+    (7, "wechat", "usage.read", 503, None),
+    (8, None, None, 401, "channel.unknown_key"),
+    (9, None, None, 404, None),
+    (10, "app", "payments.create", 200, None),
+    (61, "app", "bills.read", 429, "flow.rate_limited"),
+    (62, "app", "bills.read", 401, "channel.bad_signature"),
+    (63, "wechat", "usage.read", 503, None),
+    (64, "wechat", "usage.read", 503, None),
+    (65, "web95598", "payments.create", 401, "auth.token_expired"),
+    (66, "web95598", "payments.create", 200, None),
+    (125, "app", "usage.read", 502, None),
+    (126, "app", "bills.read", 200, None),
+]
+
+
+def _failure_records() -> list[AccessRecord]:
+    return [
+        record(T0 + minutes(m), channel=c, interface=i, status=s, code=code, account=None)
+        for m, c, i, s, code in _FAILURES
+    ]
+
+
+@pytest.fixture
+async def failures(runtime: Runtime, tmp_path: Path) -> list[AccessRecord]:
+    """Records with failures of every kind, put through the whole pipeline and analysed."""
+    records = _failure_records()
+    await run_pipeline(records, tmp_path / "pipeline", runtime.db)
+    return records
+
+
+def _hour(item: AccessRecord) -> str:
+    hour = datetime.fromisoformat(item.time).astimezone(UTC).replace(minute=0, second=0)
+    return hour.strftime("%Y-%m-%dT%H:00:00Z")
+
+
+def _expected_errors(records: list[AccessRecord]) -> list[dict[str, Any]]:
+    counts: dict[tuple[str, str, str, str], int] = defaultdict(int)
+    for r in records:
+        if r.status >= 400:
+            key = (_hour(r), r.channel or "", r.interface or "", r.code or f"status.{r.status}")
+            counts[key] += 1
+    return [
+        {"hour": h, "channel": c or None, "interface": i or None, "code": code, "count": n}
+        for (h, c, i, code), n in sorted(counts.items())
+    ]
+
+
+def _expected_top_failing(records: list[AccessRecord]) -> list[dict[str, Any]]:
+    requests: dict[str, int] = defaultdict(int)
+    errors: dict[str, int] = defaultdict(int)
+    for r in records:
+        if r.interface is not None:
+            requests[r.interface] += 1
+            errors[r.interface] += r.status >= 400
+    failing = [
+        {"interface": i, "requests": requests[i], "errors": e, "error_rate": e / requests[i]}
+        for i, e in errors.items()
+        if e
+    ]
+    return sorted(failing, key=lambda x: (-x["errors"], -x["error_rate"], x["interface"]))
+
+
+def _expected_auth(records: list[AccessRecord]) -> list[dict[str, Any]]:
+    counts: dict[tuple[str, str, str], int] = defaultdict(int)
+    for r in records:
+        if r.code is not None and r.code.startswith(("channel.", "auth.")):
+            counts[_hour(r), r.channel or "", r.code] += 1
+    return [
+        {"hour": h, "channel": c or None, "code": code, "count": n}
+        for (h, c, code), n in sorted(counts.items())
+    ]
 
 
 async def _as(client: httpx.AsyncClient, runtime: Runtime, role: str) -> dict[str, str]:
@@ -149,6 +235,125 @@ async def test_roles_and_bad_input(client: httpx.AsyncClient, runtime: Runtime) 
         assert answer.json()["code"] == "request.invalid"
     bad_id = await client.get("/admin/v1/accounts/%20x/trajectory", headers=admin)
     assert bad_id.status_code == 422
+
+
+async def test_errors_by_code_equal_a_recount(
+    client: httpx.AsyncClient, runtime: Runtime, failures: list[AccessRecord]
+) -> None:
+    headers = await _as(client, runtime, "auditor")
+    answer = await client.get(ERRORS, params={"page_size": 200}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    expected = _expected_errors(failures)
+    assert answer.json() == {"items": expected, "total": len(expected), "page": 1, "page_size": 200}
+    # A failure without a code of ours is counted under its HTTP status.
+    assert {"status.503", "status.404", "status.502"} <= {i["code"] for i in expected}
+
+    async def items(**params: str) -> list[dict[str, Any]]:
+        body = await client.get(ERRORS, params={**params, "page_size": 200}, headers=headers)
+        return list(body.json()["items"])
+
+    assert await items(channel="wechat") == [i for i in expected if i["channel"] == "wechat"]
+    assert await items(interface="usage.read") == [
+        i for i in expected if i["interface"] == "usage.read"
+    ]
+    assert await items(code="channel.bad_signature") == [
+        {"hour": "2026-11-20T08:00:00Z", "channel": "app", "interface": "bills.read",
+         "code": "channel.bad_signature", "count": 2},
+        {"hour": "2026-11-20T09:00:00Z", "channel": "app", "interface": "bills.read",
+         "code": "channel.bad_signature", "count": 1},
+    ]  # fmt: skip
+    ranged = await items(**{"from": "2026-11-20T17:00:00+08:00", "to": "2026-11-20T10:00:00Z"})
+    assert ranged == [i for i in expected if i["hour"] == "2026-11-20T09:00:00Z"]
+    paged = (await client.get(ERRORS, params={"page": 2, "page_size": 5}, headers=headers)).json()
+    assert paged["items"] == expected[5:10] and paged["total"] == len(expected)
+
+
+async def test_top_failing_interfaces_equal_a_recount(
+    client: httpx.AsyncClient, runtime: Runtime, failures: list[AccessRecord]
+) -> None:
+    headers = await _as(client, runtime, "admin")
+    answer = await client.get(TOP_FAILING, headers=headers)
+    assert answer.status_code == 200, answer.text
+    expected = _expected_top_failing(failures)
+    body = answer.json()
+    assert body == {"items": expected, "total": len(expected), "page": 1, "page_size": 10}
+    # Unmatched paths (no interface) are nobody's failures.
+    assert [i["interface"] for i in body["items"]] == [
+        "usage.read",
+        "bills.read",
+        "payments.create",
+    ]
+    assert body["items"][0] == {
+        "interface": "usage.read",
+        "requests": 6,
+        "errors": 6,
+        "error_rate": 1.0,
+    }
+
+    top = (await client.get(TOP_FAILING, params={"limit": 1}, headers=headers)).json()
+    assert top == {"items": expected[:1], "total": 3, "page": 1, "page_size": 1}
+    params = {"from": "2026-11-20T09:00:00Z", "to": "2026-11-20T10:00:00Z"}
+    hour = (await client.get(TOP_FAILING, params=params, headers=headers)).json()
+    in_hour = [r for r in failures if _hour(r) == "2026-11-20T09:00:00Z"]
+    assert hour["items"] == _expected_top_failing(in_hour)
+
+
+async def test_auth_failures_by_channel_equal_a_recount(
+    client: httpx.AsyncClient, runtime: Runtime, failures: list[AccessRecord]
+) -> None:
+    headers = await _as(client, runtime, "auditor")
+    answer = await client.get(AUTH_FAILURES, headers=headers)
+    assert answer.status_code == 200, answer.text
+    expected = _expected_auth(failures)
+    assert answer.json() == {"items": expected, "total": len(expected), "page": 1, "page_size": 50}
+    # Summed over interfaces: app's two bad signatures in 08:00 are one row.
+    assert expected[:3] == [
+        {"hour": "2026-11-20T08:00:00Z", "channel": None, "code": "channel.unknown_key",
+         "count": 1},
+        {"hour": "2026-11-20T08:00:00Z", "channel": "app", "code": "auth.token_expired",
+         "count": 1},
+        {"hour": "2026-11-20T08:00:00Z", "channel": "app", "code": "channel.bad_signature",
+         "count": 2},
+    ]  # fmt: skip
+    app = (await client.get(AUTH_FAILURES, params={"channel": "app"}, headers=headers)).json()
+    assert app["items"] == [i for i in expected if i["channel"] == "app"]
+    later = (
+        await client.get(AUTH_FAILURES, params={"from": "2026-11-20T09:00:00Z"}, headers=headers)
+    ).json()
+    assert later["items"] == [i for i in expected if i["hour"] >= "2026-11-20T09:00:00Z"]
+    assert later["total"] == 2
+    paged = (await client.get(AUTH_FAILURES, params={"page_size": 2}, headers=headers)).json()
+    assert paged["items"] == expected[:2] and paged["total"] == len(expected)
+
+
+async def test_failure_analytics_roles_and_bad_input(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    reviewer = await _as(client, runtime, "reviewer")
+    admin = await _as(client, runtime, "admin")
+    for path in (ERRORS, TOP_FAILING, AUTH_FAILURES):
+        assert (await client.get(path)).json()["code"] == "auth.required"
+        denied = await client.get(path, headers=reviewer)
+        assert denied.status_code == 403 and denied.json()["code"] == "perm.denied"
+        empty = await client.get(path, headers=admin)
+        assert empty.status_code == 200 and empty.json()["items"] == []
+        for params in (
+            {"from": "2026-11-20T08:00:00"},  # naive
+            {"to": "2026-11-20T08:00:00"},
+            {"from": "2026-11-20T09:00:00Z", "to": "2026-11-20T08:00:00Z"},
+        ):
+            answer = await client.get(path, params=params, headers=admin)
+            assert answer.status_code == 422, (path, params)
+            assert answer.json()["code"] == "request.invalid"
+    for params in ({"limit": 0}, {"limit": 101}):
+        assert (await client.get(TOP_FAILING, params=params, headers=admin)).status_code == 422
+    for path, params in (
+        (ERRORS, {"code": "a b"}),
+        (ERRORS, {"interface": "x/y"}),
+        (AUTH_FAILURES, {"channel": "a b"}),
+        (AUTH_FAILURES, {"page_size": 201}),
+    ):
+        assert (await client.get(path, params=params, headers=admin)).status_code == 422
 
 
 PLANTED_PHONE = "13912345678"

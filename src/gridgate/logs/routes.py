@@ -9,8 +9,21 @@ from pydantic import AwareDatetime
 
 from gridgate.errors import InvalidRequest
 from gridgate.logs.models import NONE
-from gridgate.logs.schemas import TrafficOut, TrajectoryItemOut
-from gridgate.logs.services import TrafficFilter, list_traffic, list_trajectory
+from gridgate.logs.schemas import (
+    AuthFailureOut,
+    ErrorOut,
+    FailingInterfaceOut,
+    TrafficOut,
+    TrajectoryItemOut,
+)
+from gridgate.logs.services import (
+    TrafficFilter,
+    list_auth_failures,
+    list_errors,
+    list_top_failing,
+    list_traffic,
+    list_trajectory,
+)
 from gridgate.schemas import Page
 from gridgate.web.deps import ADMIN_PREFIX, Admin, PageParams, require
 
@@ -23,6 +36,7 @@ CodeFilter = Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9_.
 From = Annotated[AwareDatetime | None, Query(alias="from", description="From (inclusive).")]
 To = Annotated[AwareDatetime | None, Query(alias="to", description="Up to (exclusive).")]
 AccountParam = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+Limit = Annotated[int, Query(ge=1, le=100, description="How many interfaces at most.")]
 
 
 def _known(value: str) -> str | None:
@@ -63,6 +77,97 @@ async def read_traffic(
             queue_wait_p99_ms=row.queue_wait_p99_ms,
             accounts=row.accounts,
         )
+        for row in rows
+    ]
+    return Page(items=items, total=total, page=paging.page, page_size=paging.page_size)
+
+
+@router.get("/analytics/errors", tags=["analytics"], summary="Hourly failures by error code")
+async def read_errors(
+    admin: Analyst,
+    paging: PageParams,
+    start: From = None,
+    end: To = None,
+    channel: CodeFilter = None,
+    interface: CodeFilter = None,
+    code: CodeFilter = None,
+) -> Page[ErrorOut]:
+    """Failed requests per channel, interface, error code and hour, oldest hour first.
+
+    A failure without a code of ours counts under ``status.<HTTP status>``.
+    """
+    _check_range(start, end)
+    where = TrafficFilter(start, end, channel, interface)
+    async with admin.transaction() as session:
+        rows, total = await list_errors(
+            session, where, code=code, page=paging.page, page_size=paging.page_size
+        )
+    items = [
+        ErrorOut(
+            hour=row.hour,
+            channel=_known(row.channel),
+            interface=_known(row.interface),
+            code=row.code,
+            count=row.count,
+        )
+        for row in rows
+    ]
+    return Page(items=items, total=total, page=paging.page, page_size=paging.page_size)
+
+
+@router.get("/analytics/top-failing", tags=["analytics"], summary="Top failing interfaces")
+async def read_top_failing(
+    admin: Analyst,
+    start: From = None,
+    end: To = None,
+    limit: Limit = 10,
+) -> Page[FailingInterfaceOut]:
+    """Interfaces with the most failed requests in the range (then the highest error rate).
+
+    ``total`` counts every interface with a failure; ``items`` holds the first ``limit``.
+    Requests that matched no interface are left out.
+    """
+    _check_range(start, end)
+    async with admin.transaction() as session:
+        rows, total = await list_top_failing(session, start=start, end=end, limit=limit)
+    items = [
+        FailingInterfaceOut(
+            interface=row.interface,
+            requests=row.requests,
+            errors=row.errors,
+            error_rate=row.error_rate,
+        )
+        for row in rows
+    ]
+    return Page(items=items, total=total, page=1, page_size=limit)
+
+
+@router.get(
+    "/analytics/auth-failures", tags=["analytics"], summary="Authentication failures by channel"
+)
+async def read_auth_failures(
+    admin: Analyst,
+    paging: PageParams,
+    start: From = None,
+    end: To = None,
+    channel: CodeFilter = None,
+) -> Page[AuthFailureOut]:
+    """Failures with a ``channel.*`` or ``auth.*`` code per channel, code and hour.
+
+    Summed over interfaces.
+    """
+    _check_range(start, end)
+    async with admin.transaction() as session:
+        rows, total = await list_auth_failures(
+            session,
+            start=start,
+            end=end,
+            channel=channel,
+            page=paging.page,
+            page_size=paging.page_size,
+        )
+    items = [
+        AuthFailureOut(hour=row.hour, channel=_known(row.channel), code=row.code, count=row.count)
         for row in rows
     ]
     return Page(items=items, total=total, page=paging.page, page_size=paging.page_size)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-__all__ = ["TrafficOut", "TrajectoryItemOut"]
+__all__ = ["AuthFailureOut", "ErrorOut", "FailingInterfaceOut", "TrafficOut", "TrajectoryItemOut"]
 
 
 class TrafficOut(BaseModel):
@@ -32,3 +32,31 @@ class TrajectoryItemOut(BaseModel):
     interface: str | None
     status: int
     code: str | None
+
+
+class ErrorOut(BaseModel):
+    """Failed requests with one error code on one channel and interface in one hour."""
+
+    hour: datetime
+    channel: str | None
+    interface: str | None
+    code: str
+    count: int
+
+
+class FailingInterfaceOut(BaseModel):
+    """An interface's requests and failures over the range; ``error_rate`` is errors/requests."""
+
+    interface: str
+    requests: int
+    errors: int
+    error_rate: float
+
+
+class AuthFailureOut(BaseModel):
+    """Authentication failures (``channel.*``/``auth.*``) of one channel in one hour, by code."""
+
+    hour: datetime
+    channel: str | None
+    code: str
+    count: int

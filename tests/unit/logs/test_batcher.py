@@ -117,3 +117,34 @@ async def test_an_unreadable_record_is_skipped(kit: BufferKit, tmp_path: object)
     assert await Batcher(buffer, store).drain() == 3
     assert [row["trace_id"] for row in _rows(store)] != []
     assert len(_rows(store)) == 1
+
+
+async def test_bad_records_anywhere_in_a_batch_cost_only_themselves(
+    kit: BufferKit, tmp_path: object
+) -> None:
+    store = ParquetStore(f"{tmp_path}/logs")
+    buffer = kit.open()
+    good = [record(T0 + minutes(i)) for i in range(40)]
+    await offer_all(LogService(buffer), good[:15])
+    await buffer.append(
+        [
+            b'{"trace_id": 5, "time": "2026-11-20T08:00:00Z"}',  # wrong type
+            b'{"trace_id": "no-time"}',  # no time
+            b'{"trace_id": "x", "time": null}',
+            b'{"trace_id": "y", "time": "2026-11-20T16:30:00+08:00", "status": 99999}',
+        ]
+    )
+    await offer_all(LogService(buffer), good[15:])
+    # Another zone's offset lands in its UTC hour; unknown fields are ignored.
+    await buffer.append([b'{"trace_id": "z", "time": "2026-11-20T17:30:00+08:00", "extra": 1}'])
+    assert await Batcher(buffer, store).drain() == 45
+    rows = _rows(store)
+    assert sorted(str(row["trace_id"]) for row in rows) == sorted(
+        [r.trace_id for r in good] + ["z"]
+    )
+    hours = {item.hour: item for item in store.files()}
+    assert sorted(hours) == [T0, T0 + timedelta(hours=1)]
+    late = pq.read_table(hours[T0 + timedelta(hours=1)].path).to_pylist()
+    assert [(r["trace_id"], r["time"].isoformat()) for r in late] == [
+        ("z", "2026-11-20T09:30:00+00:00")
+    ]
