@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     token_issuer: str = "gridgate-accounts"  # noqa: S105 - an issuer name, not a secret
     token_audience: str = "gridgate"  # noqa: S105 - an audience name, not a secret
 
+    #: Where the log pipeline keeps its Parquet files: a directory, or any URL pyarrow's
+    #: filesystems open (``s3://bucket/gridgate-logs``). Several gateway nodes must share one
+    #: so that the hourly analysis sees every node's records. Default: DATA_DIR/logs.
+    log_storage_url: str | None = None
     #: ``console`` (development: DATA_DIR/sms-outbox.jsonl) or ``http`` (a real SMS gateway).
     sms_provider: Literal["console", "http"] = "console"
     sms_http_url: str | None = None

@@ -146,7 +146,9 @@ class LogService:
 
 
 def default_storage_url(runtime: Runtime) -> str:
-    """Where Parquet files go unless told: ``DATA_DIR/logs``."""
+    """Where Parquet files go: ``log_storage_url`` (shared by all nodes), else DATA_DIR/logs."""
+    if runtime.settings.log_storage_url:
+        return runtime.settings.log_storage_url
     return str((runtime.settings.data_dir / "logs").resolve())
 
 

@@ -106,3 +106,14 @@ async def test_log_parts_move_records_into_the_analytics(runtime: Runtime) -> No
         stopping.set()
         await asyncio.wait_for(asyncio.gather(*jobs), timeout=20)
     assert list(runtime.settings.data_dir.glob("log-spool/*.seg"))
+
+
+def test_storage_url_comes_from_the_settings(tmp_path: Path) -> None:
+    from gridgate.logs.service import default_storage_url  # noqa: PLC0415
+    from gridgate.runtime import Runtime  # noqa: PLC0415
+    from tests.conftest import make_settings  # noqa: PLC0415
+
+    shared = make_settings(tmp_path, log_storage_url="s3://bucket/gridgate-logs")
+    assert default_storage_url(Runtime.build(shared)) == "s3://bucket/gridgate-logs"
+    local = make_settings(tmp_path)
+    assert default_storage_url(Runtime.build(local)) == str((tmp_path / "logs").resolve())
