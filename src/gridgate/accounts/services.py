@@ -10,18 +10,18 @@ import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import NoReturn, Protocol, cast
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, bindparam, exists, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gridgate.accounts.models import Account, Binding, ChannelAccount, Session
 from gridgate.accounts.tokens import ACCESS_TTL_S, KeyRing, TokenClaims
 from gridgate.errors import BadCredentials, Conflict, InvalidRequest, InvalidToken, Locked
 from gridgate.passwords import hash_password, needs_rehash, verify_password
 from gridgate.storage.crypto import SecretBox
-from gridgate.storage.models import utcnow
+from gridgate.storage.models import UTCDateTime, utcnow
 
 __all__ = ["PHONE", "AccountService", "Revoker", "TokenPair"]
 
@@ -54,6 +54,64 @@ class TokenPair:
     expires_in: int
     refresh_token: str
     level: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Holder:
+    """What a new access token says about its account."""
+
+    account_id: str
+    level: int
+    bound: tuple[str, ...]
+
+
+# The refresh path's statements, built once as Core (no ORM unit of work, cached compilation).
+_SESSIONS = cast(Table, Session.__table__)
+_ACCOUNTS = cast(Table, Account.__table__)
+_BINDINGS = cast(Table, Binding.__table__)
+_NOW = bindparam("now", type_=UTCDateTime())
+#: Claim a refresh token: matches only a live, unused token of an active account.
+_CLAIM = (
+    update(_SESSIONS)
+    .where(
+        _SESSIONS.c.refresh_hash == bindparam("h"),
+        _SESSIONS.c.used_at.is_(None),
+        _SESSIONS.c.revoked_at.is_(None),
+        _SESSIONS.c.expires_at > _NOW,
+        exists().where(_ACCOUNTS.c.id == _SESSIONS.c.account_id, _ACCOUNTS.c.status == "active"),
+    )
+    .values(used_at=_NOW)
+    .returning(_SESSIONS.c.account_id, _SESSIONS.c.family_id, _SESSIONS.c.channel)
+)
+#: Why a claim matched nothing (only on the failure path).
+_WHY_REFUSED = (
+    select(
+        _SESSIONS.c.family_id,
+        _SESSIONS.c.used_at,
+        _SESSIONS.c.revoked_at,
+        _SESSIONS.c.expires_at,
+        _ACCOUNTS.c.status,
+    )
+    .join_from(_SESSIONS, _ACCOUNTS, _ACCOUNTS.c.id == _SESSIONS.c.account_id, isouter=True)
+    .where(_SESSIONS.c.refresh_hash == bindparam("h"))
+)
+#: The bound 户号 a token carries: the oldest bindings first.
+_BOUND = (
+    select(_BINDINGS.c.customer_no)
+    .where(_BINDINGS.c.account_id == bindparam("account_id"))
+    .order_by(_BINDINGS.c.bound_at, _BINDINGS.c.id)
+    .limit(MAX_BOUND_IN_TOKEN)
+)
+#: The account's level and status with its bound 户号, in one round trip (one row per binding,
+#: or one row with a NULL 户号 when there is none).
+_HOLDER = (
+    select(_ACCOUNTS.c.level, _ACCOUNTS.c.status, _BINDINGS.c.customer_no)
+    .select_from(_ACCOUNTS.outerjoin(_BINDINGS, _BINDINGS.c.account_id == _ACCOUNTS.c.id))
+    .where(_ACCOUNTS.c.id == bindparam("account_id"))
+    .order_by(_BINDINGS.c.bound_at, _BINDINGS.c.id)
+    .limit(MAX_BOUND_IN_TOKEN)
+)
+_INSERT_SESSION = insert(_SESSIONS)
 
 
 def _refresh_hash(token: str) -> str:
@@ -169,57 +227,73 @@ class AccountService:
 
     async def start_session(self, account: Account, channel: str) -> TokenPair:
         """A new session (and token family) for a signed-in account."""
-        return await self._issue(account, channel, family_id=secrets.token_hex(16))
+        await self.session.flush()  # the account's pending changes first (failed_logins …)
+        conn = await self.session.connection()
+        bound = await conn.scalars(_BOUND, {"account_id": account.id})
+        return await self._issue(
+            conn,
+            _Holder(account.id, account.level, tuple(bound)),
+            channel,
+            family_id=secrets.token_hex(16),
+        )
 
-    async def _issue(self, account: Account, channel: str, *, family_id: str) -> TokenPair:
+    async def _issue(
+        self, conn: AsyncConnection, holder: _Holder, channel: str, *, family_id: str
+    ) -> TokenPair:
+        """Insert the new session (one Core INSERT) and sign its access token."""
         refresh = secrets.token_urlsafe(32)
-        row = Session(
-            id=secrets.token_hex(16),
-            account_id=account.id,
-            family_id=family_id,
-            channel=channel,
-            refresh_hash=_refresh_hash(refresh),
-            expires_at=utcnow() + REFRESH_TTL,
+        session_id = secrets.token_hex(16)
+        now = utcnow()
+        await conn.execute(
+            _INSERT_SESSION,
+            {
+                "id": session_id,
+                "account_id": holder.account_id,
+                "family_id": family_id,
+                "channel": channel,
+                "refresh_hash": _refresh_hash(refresh),
+                "created_at": now,
+                "expires_at": now + REFRESH_TTL,
+            },
         )
-        self.session.add(row)
-        await self.session.flush()
-        bound = await self.session.scalars(
-            select(Binding.customer_no)
-            .where(Binding.account_id == account.id)
-            .order_by(Binding.bound_at)
-            .limit(MAX_BOUND_IN_TOKEN)
-        )
-        access = await self.keys.issue(
-            self.session, TokenClaims(account.id, account.level, channel, row.id, tuple(bound))
-        )
-        return TokenPair(access, ACCESS_TTL_S, refresh, account.level)
+        claims = TokenClaims(holder.account_id, holder.level, channel, session_id, holder.bound)
+        access = await self.keys.issue(self.session, claims)
+        return TokenPair(access, ACCESS_TTL_S, refresh, holder.level)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
-        """Rotate a refresh token; a token used twice revokes its whole family."""
-        query = select(Session).where(Session.refresh_hash == _refresh_hash(refresh_token))
-        row = (await self.session.scalars(query)).first()
+        """Rotate a refresh token; a token used twice revokes its whole family.
+
+        The hot path is three Core statements and no ORM unit of work: the claim (a conditional
+        ``UPDATE … RETURNING``: of two concurrent refreshes of one token only one matches, the
+        other then finds it used and is treated as the reuse it is), the account's level with its
+        bound 户号 (one joined SELECT), and the INSERT of the rotated session.
+        """
+        token_hash = _refresh_hash(refresh_token)
         now = utcnow()
+        conn = await self.session.connection()
+        claimed = (await conn.execute(_CLAIM, {"h": token_hash, "now": now})).first()
+        if claimed is None:
+            await self._refused(conn, token_hash, now)
+        account_id, family_id, channel = claimed
+        rows = (await conn.execute(_HOLDER, {"account_id": account_id})).all()
+        if not rows or rows[0].status != "active":
+            # Deactivated between the claim and this read: the claim stays, nothing is issued.
+            raise InvalidToken("the account is not active")
+        bound = tuple(row.customer_no for row in rows if row.customer_no is not None)
+        holder = _Holder(account_id, rows[0].level, bound)
+        return await self._issue(conn, holder, channel, family_id=family_id)
+
+    async def _refused(self, conn: AsyncConnection, token_hash: str, now: datetime) -> NoReturn:
+        """Why a claim matched nothing: unknown/expired/revoked, inactive account, or reuse."""
+        row = (await conn.execute(_WHY_REFUSED, {"h": token_hash})).first()
         if row is None or row.revoked_at is not None or row.expires_at <= now:
             raise InvalidToken("the refresh token is not valid")
-        if row.used_at is not None:
-            # Presented again after rotation: stolen or replayed. End every session of the family.
-            await self.revoke_family(row.family_id)
-            raise InvalidToken("the refresh token was already used; please sign in again")
-        account = await self.get(row.account_id)
-        if account is None or account.status != "active":
+        if row.used_at is None and row.status != "active":
             raise InvalidToken("the account is not active")
-        # Claim the token in one conditional UPDATE: of two concurrent refreshes with the same
-        # token only one wins, and the other is treated as the reuse it is.
-        claimed = await self.session.execute(
-            update(Session)
-            .where(Session.id == row.id, Session.used_at.is_(None), Session.revoked_at.is_(None))
-            .values(used_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(claimed, "rowcount", 0) != 1:
-            await self.revoke_family(row.family_id)
-            raise InvalidToken("the refresh token was already used; please sign in again")
-        return await self._issue(account, row.channel, family_id=row.family_id)
+        # Presented again after rotation (or it lost a race to a concurrent refresh of the same
+        # token): stolen or replayed. End every session of the family.
+        await self.revoke_family(row.family_id)
+        raise InvalidToken("the refresh token was already used; please sign in again")
 
     async def revoke_family(self, family_id: str) -> None:
         """Revoke every session of a family and tell the gateways."""

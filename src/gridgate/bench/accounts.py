@@ -271,7 +271,7 @@ async def _seed(
     settings = load_settings(
         data_dir=data_dir, database_url=database_url, env="development"
     ).with_development_keys()
-    box = SecretBox(settings.data_keys)
+    box = SecretBox(settings.data_keys, lookup_key=settings.lookup_key_bytes)
     fixed_hash = hash_password(PASSWORD)  # once: the configured cost, any row verifies with it
     base = datetime(2024, 1, 1, tzinfo=UTC)
     started = time.monotonic()

@@ -18,7 +18,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-__all__ = ["Database", "alembic_config"]
+__all__ = ["POOL_RECYCLE_S", "Database", "alembic_config"]
+
+#: Pooled PostgreSQL connections older than this are replaced at checkout (seconds).
+POOL_RECYCLE_S = 1800
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -46,11 +49,15 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if self.is_sqlite:
-            kwargs = {}
-        else:
+        kwargs: dict[str, Any] = {}
+        if not self.is_sqlite:
+            # No pool_pre_ping: it costs a `SELECT 1` round trip at every checkout, i.e. per
+            # transaction (one of a look-up's four round trips). Connections are
+            # recycled before servers, proxies or firewalls drop idle ones; the trade-off is
+            # that a connection dropped anyway (server restart, failover) fails the one call
+            # that finds it — SQLAlchemy then invalidates the pool, so the next call reconnects.
             kwargs["pool_size"] = pool_size
+            kwargs["pool_recycle"] = POOL_RECYCLE_S
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
