@@ -23,6 +23,7 @@ from gridgate.catalog.routes import router as catalog_router
 from gridgate.errors import NotFound, install_problem_handlers
 from gridgate.gateway.service import GatewayParts, Job
 from gridgate.logs.routes import router as logs_router
+from gridgate.logs.service import LogParts
 from gridgate.operators.routes import router as operators_router
 from gridgate.permissions.routes import router as permissions_router
 from gridgate.registry.node import node_tasks
@@ -168,6 +169,12 @@ def build_role(
                 runtime.registry, settings.registry_advertise_url or urls["registry"]
             ),
         )
+    if role == "logs":
+        # The log pipeline's batcher and analysis on their own (with Redis as the buffer, so
+        # the gateways' records reach this process); the listener only answers probes.
+        logs = LogParts.build(runtime)
+        probes = Starlette(routes=probe_routes("logs", {"database": runtime.db.ping}))
+        return RoleApp(wrap_listener(probes, "logs", 1024), lambda _urls: logs.jobs())
     if role in {"admin", "accounts"}:
         found = accounts or AccountsParts.build(runtime)
         app = build_admin(runtime, found) if role == "admin" else build_accounts(found)
@@ -177,7 +184,7 @@ def build_role(
     raise ValueError(f"unknown role {role!r}")
 
 
-ROLES = ("gateway", "admin", "registry", "accounts")
+ROLES = ("gateway", "admin", "registry", "accounts", "logs")
 
 
 def build_app(role: str, runtime: Runtime) -> ASGIApp:

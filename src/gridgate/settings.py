@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     admin_port: int = Field(8090, ge=0, le=65535)
     registry_port: int = Field(8070, ge=0, le=65535)
     accounts_port: int = Field(8060, ge=0, le=65535)
+    logs_port: int = Field(8050, ge=0, le=65535)
 
     secret_key: SecretStr | None = None
     data_key: SecretStr | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from gridgate.accounts.parts import AccountsParts
 from gridgate.app import build_admin
 from gridgate.demo.data import generate_demo_data
 from gridgate.demo.systems import marketing
+from gridgate.errors import GridgateError
 from gridgate.pii import id_check_char
 from gridgate.runtime import Runtime
 from tests.conftest import add_operator, login
@@ -487,3 +489,22 @@ async def test_key_rotation_keeps_old_tokens_verifiable(
     assert old_kid != new_kid
     published = {k["kid"] for k in (await accounts.http.get(JWKS_PATH)).json()["keys"]}
     assert {old_kid, new_kid} <= published  # nobody is logged out by the rotation
+
+
+async def test_concurrent_refreshes_of_one_token_have_one_winner(
+    accounts: Client, parts: AccountsParts, runtime: Runtime
+) -> None:
+    await accounts.register()
+    tokens = await accounts.login()
+
+    async def refresh() -> str:
+        try:
+            async with runtime.db.transaction() as session:
+                await parts.accounts(session).refresh(tokens["refresh_token"])
+        except GridgateError as exc:
+            return exc.code
+        return "ok"
+
+    results = await asyncio.gather(*(refresh() for _ in range(4)))
+    assert results.count("ok") == 1, results
+    assert set(results) == {"ok", "auth.invalid_token"}

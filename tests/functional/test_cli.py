@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 from alembic.script import ScriptDirectory
 
 import gridgate
@@ -15,6 +16,7 @@ from gridgate.operators.services import OperatorService
 from gridgate.runtime import Runtime
 from gridgate.settings import load_settings
 from gridgate.storage.db import alembic_config
+from tests.support.redis import RedisServer
 
 
 def _gridgate(
@@ -116,3 +118,39 @@ def test_accounts_rotate_key(tmp_path: Path) -> None:
     second = _gridgate("accounts", "rotate-key", "--data-dir", str(tmp_path))
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
     assert "new signing key" in first.stdout and first.stdout != second.stdout
+
+
+def test_serve_logs_runs_the_pipeline_alone(tmp_path: Path, redis_server: RedisServer) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDGATE_")}
+    env.update(
+        {
+            "GRIDGATE_REDIS_URL": redis_server.url.replace("/0", "/9"),
+            "GRIDGATE_LOG_LEVEL": "warning",
+        }
+    )
+    assert _gridgate("migrate", "--data-dir", str(tmp_path), env=env).returncode == 0
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gridgate",
+            "serve",
+            "logs",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.get(f"{url}/readyz", timeout=10).json()["listener"] == "logs"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
