@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,14 +36,21 @@ def _route_label(scope: Scope) -> str:
     return path
 
 
+# The labelled children, looked up once per label set: ``labels()`` costs a lock and a tuple
+# hash on every request, and the label sets are few (bounded by routes and status classes).
+_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+
+
 def observe_request(listener: str, scope: Scope, status: int, seconds: float) -> None:
     """Count one answered request."""
     route = _route_label(scope)
     method = scope.get("method", "")
-    REQUESTS.labels(
-        listener, route, method if method in _METHODS else "other", f"{status // 100}xx"
-    ).inc()
-    LATENCY.labels(listener, route).observe(seconds)
+    key = (listener, route, method if method in _METHODS else "other", f"{status // 100}xx")
+    pair = _children.get(key)
+    if pair is None:
+        pair = _children[key] = (REQUESTS.labels(*key), LATENCY.labels(listener, route))
+    pair[0].inc()
+    pair[1].observe(seconds)
 
 
 async def metrics_endpoint(_request: Request) -> Response:
