@@ -27,7 +27,7 @@ from gridgate.logs.service import LogParts
 from gridgate.operators.routes import router as operators_router
 from gridgate.permissions.routes import router as permissions_router
 from gridgate.registry.node import node_tasks
-from gridgate.registry.routes import registry_routes
+from gridgate.registry.routes import FastRoutes, registry_routes
 from gridgate.runtime import Runtime
 from gridgate.web.health import probe_routes
 from gridgate.web.metrics import CATCH_ALL
@@ -115,7 +115,7 @@ def build_registry(runtime: Runtime) -> ASGIApp:
     )
     install_problem_handlers(app)
     app.state.runtime = runtime
-    return wrap_listener(app, "registry", _REGISTRY_MAX_BODY)
+    return wrap_listener(FastRoutes(routes, app), "registry", _REGISTRY_MAX_BODY)
 
 
 def _no_jobs(_urls: Mapping[str, str]) -> list[Job]:
