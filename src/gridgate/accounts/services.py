@@ -222,7 +222,7 @@ class AccountService:
         account.failed_logins = 0
         account.locked_until = None
         if stored is not None and needs_rehash(stored):
-            account.password_hash = hash_password(password)
+            account.password_hash = await asyncio.to_thread(hash_password, password)
         return account
 
     async def start_session(self, account: Account, channel: str) -> TokenPair:

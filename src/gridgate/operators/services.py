@@ -125,7 +125,7 @@ class OperatorService:
         operator.locked_until = None
         operator.last_login_at = now
         if needs_rehash(operator.password_hash):
-            operator.password_hash = hash_password(password)
+            operator.password_hash = await asyncio.to_thread(hash_password, password)
         return operator
 
     async def principal(self, operator_id: int, generation: int) -> Principal:
@@ -163,7 +163,7 @@ class OperatorService:
         operator = Operator(
             username=data.username,
             display_name=data.display_name,
-            password_hash=hash_password(data.password.get_secret_value()),
+            password_hash=await asyncio.to_thread(hash_password, data.password.get_secret_value()),
             roles=sorted(set(data.roles)),
             enabled=True,
             token_generation=0,
@@ -197,7 +197,9 @@ class OperatorService:
         if data.enabled is not None:
             operator.enabled = data.enabled
         if data.password is not None:
-            operator.password_hash = hash_password(data.password.get_secret_value())
+            operator.password_hash = await asyncio.to_thread(
+                hash_password, data.password.get_secret_value()
+            )
             operator.failed_logins = 0
             operator.locked_until = None
         if data.password is not None or disables or data.roles is not None:
