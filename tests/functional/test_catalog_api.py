@@ -317,3 +317,18 @@ async def test_duplicate_component_names_its_code(admin: httpx.AsyncClient) -> N
     answer = await admin.post("/admin/v1/components", json=body)
     assert answer.status_code == 409
     assert answer.json()["detail"] == "component 'payment' already exists"
+
+
+async def test_only_changes_wake_the_gateway(admin: httpx.AsyncClient, runtime: Runtime) -> None:
+    woken: list[int] = []
+    runtime.catalog_listeners.append(lambda: woken.append(1))
+    await admin.get("/admin/v1/channels")
+    await admin.get("/admin/v1/permissions/menus")
+    assert woken == []
+    await _create(admin, "channels", APP)
+    await admin.post(
+        "/admin/v1/permissions/menus", json={"channel": "app", "code": "m", "name": "M"}
+    )
+    assert len(woken) == 2
+    await admin.post("/admin/v1/channels", json=APP)  # refused: nothing changed
+    assert len(woken) == 2

@@ -44,8 +44,10 @@ _NO_CONTENT = 204
 @asynccontextmanager
 async def _catalog(admin: Admin) -> AsyncIterator[CatalogService]:
     async with admin.transaction() as session:
-        yield CatalogService(session, admin.runtime.box, admin.actor)
-    admin.runtime.catalog_changed()  # committed: a gateway in this process reloads now
+        service = CatalogService(session, admin.runtime.box, admin.actor)
+        yield service
+    if service.changed:  # committed: a gateway in this process reloads now (reads do not)
+        admin.runtime.catalog_changed()
 
 
 # -- business systems ----------------------------------------------------------------------

@@ -43,7 +43,7 @@ from gridgate.operators.audit import Actor, record
 from gridgate.storage.crypto import SecretBox
 from gridgate.storage.models import utcnow
 
-__all__ = ["CHANNEL_SECRET", "SYSTEM_PASSWORD", "CatalogService"]
+__all__ = ["CHANNEL_SECRET", "SYSTEM_PASSWORD", "CatalogService", "record_catalog_change"]
 
 #: Associated data of sealed values: a ciphertext opens only for the column it was made for.
 CHANNEL_SECRET = "channel.secret"  # noqa: S105 - a label, not a secret
@@ -68,6 +68,33 @@ def _check_scope(path: str, scope: str | None) -> None:
         raise InvalidRequest(
             "customer_scope names a parameter the path does not have", field="customer_scope"
         )
+
+
+async def record_catalog_change(
+    session: AsyncSession,
+    actor: Actor,
+    action: str,
+    kind: str,
+    key: str,
+    before: BaseModel | None,
+    after: BaseModel | None,
+) -> None:
+    """Audit a catalog change and bump the revision gateways compare their snapshot with."""
+    await session.flush()
+    await record(
+        session,
+        actor,
+        action,
+        kind,
+        key,
+        before=before.model_dump(mode="json") if before is not None else None,
+        after=after.model_dump(mode="json") if after is not None else None,
+    )
+    await session.execute(
+        update(CatalogRevision)
+        .where(CatalogRevision.id == 1)
+        .values(revision=CatalogRevision.revision + 1, changed_at=utcnow())
+    )
 
 
 def business_system_out(row: BusinessSystem) -> BusinessSystemOut:
@@ -111,6 +138,8 @@ class CatalogService:
         self.session = session
         self.box = box
         self.actor = actor
+        #: True once this transaction changed the catalog (gateways must reload).
+        self.changed = False
 
     # -- shared -----------------------------------------------------------------------------
 
@@ -135,21 +164,8 @@ class CatalogService:
     async def _changed(
         self, action: str, kind: str, key: str, before: BaseModel | None, after: BaseModel | None
     ) -> None:
-        await self.session.flush()
-        await record(
-            self.session,
-            self.actor,
-            action,
-            kind,
-            key,
-            before=before.model_dump(mode="json") if before is not None else None,
-            after=after.model_dump(mode="json") if after is not None else None,
-        )
-        await self.session.execute(
-            update(CatalogRevision)
-            .where(CatalogRevision.id == 1)
-            .values(revision=CatalogRevision.revision + 1, changed_at=utcnow())
-        )
+        await record_catalog_change(self.session, self.actor, action, kind, key, before, after)
+        self.changed = True
 
     async def revision(self) -> int:
         """The catalog revision: it grows with every change."""

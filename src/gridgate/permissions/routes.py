@@ -33,8 +33,10 @@ CodeFilter = Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_.\-]{0,63}$")]
 @asynccontextmanager
 async def _service(admin: Admin) -> AsyncIterator[PermissionService]:
     async with admin.transaction() as session:
-        yield PermissionService(session, admin.actor)
-    admin.runtime.catalog_changed()
+        service = PermissionService(session, admin.actor)
+        yield service
+    if service.changed:  # committed: a gateway in this process reloads now (reads do not)
+        admin.runtime.catalog_changed()
 
 
 def _items(items: list[Any]) -> dict[str, Any]:

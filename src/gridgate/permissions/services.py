@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridgate.catalog.models import CatalogRevision, Channel, Component, Interface
+from gridgate.catalog.models import Channel, Component, Interface
+from gridgate.catalog.services import record_catalog_change
 from gridgate.errors import Conflict, InvalidRequest, NotFound
-from gridgate.operators.audit import Actor, record
+from gridgate.operators.audit import Actor
 from gridgate.permissions.fields import parse_action, parse_path
 from gridgate.permissions.models import FieldRuleRow, FunctionRow, InterfacePermission, MenuRow
 from gridgate.permissions.schemas import (
@@ -27,7 +28,6 @@ from gridgate.permissions.schemas import (
     MenuIn,
     MenuOut,
 )
-from gridgate.storage.models import utcnow
 
 __all__ = ["PermissionService"]
 
@@ -52,25 +52,14 @@ class PermissionService:
     def __init__(self, session: AsyncSession, actor: Actor) -> None:
         self.session = session
         self.actor = actor
+        #: True once this transaction changed the permission model (gateways must reload).
+        self.changed = False
 
     async def _changed(
         self, action: str, kind: str, key: str, before: BaseModel | None, after: BaseModel | None
     ) -> None:
-        await self.session.flush()
-        await record(
-            self.session,
-            self.actor,
-            action,
-            kind,
-            key,
-            before=before.model_dump(mode="json") if before else None,
-            after=after.model_dump(mode="json") if after else None,
-        )
-        await self.session.execute(
-            update(CatalogRevision)
-            .where(CatalogRevision.id == 1)
-            .values(revision=CatalogRevision.revision + 1, changed_at=utcnow())
-        )
+        await record_catalog_change(self.session, self.actor, action, kind, key, before, after)
+        self.changed = True
 
     async def _by_code(self, model: type[Any], code: str, field: str) -> Any:
         row = (await self.session.scalars(select(model).filter_by(code=code))).first()
