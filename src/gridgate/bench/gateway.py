@@ -54,6 +54,7 @@ from gridgate.bench.registry import (
     _free_port,
     _Processes,
     _wait_until,
+    bench_catalog,
     machine_info,
 )
 from gridgate.gateway.signing import sign
@@ -222,56 +223,35 @@ async def _prepare(data_dir: Path, database_url: str, password: str, secret: str
     """The catalog: business system, channel, the level-1 interface authorized for it."""
     from gridgate.catalog.schemas import (  # noqa: PLC0415 - heavy imports
         Authorizations,
-        BusinessSystemCreate,
         ChannelCreate,
         InterfaceCreate,
     )
-    from gridgate.catalog.services import CatalogService  # noqa: PLC0415
-    from gridgate.operators.audit import Actor  # noqa: PLC0415
-    from gridgate.runtime import Runtime  # noqa: PLC0415
-    from gridgate.settings import load_settings  # noqa: PLC0415
 
-    settings = load_settings(
-        data_dir=data_dir, database_url=database_url, env="development"
-    ).with_development_keys()  # keys.json, shared by the registry and the gateway processes
-    runtime = Runtime.build(settings)
-    try:
-        await runtime.db.migrate()
-        async with runtime.db.transaction() as session:
-            catalog = CatalogService(session, runtime.box, Actor(username="system:bench"))
-            await catalog.create_business_system(
-                BusinessSystemCreate.model_validate(
-                    {
-                        "code": BUSINESS_SYSTEM,
-                        "name": "Benchmark",
-                        "host": "127.0.0.1",
-                        "port": 9000,
-                        "password": password,
-                    }
-                )
+    # keys.json in the data dir is shared by the registry and the gateway processes.
+    async with bench_catalog(password, data_dir=data_dir, database_url=database_url) as (
+        _,
+        catalog,
+    ):
+        await catalog.create_channel(
+            ChannelCreate.model_validate({"code": CHANNEL, "name": "Bench", "type": "app"}),
+            secret=secret,
+        )
+        await catalog.create_interface(
+            InterfaceCreate.model_validate(
+                {
+                    "code": INTERFACE,
+                    "name": "Benchmark customer",
+                    "method": "GET",
+                    "path": PATH_PREFIX + "{customer_no}",
+                    "provider": BUSINESS_SYSTEM,
+                    "target_service": SERVICE,
+                    "timeout_ms": 5000,
+                    "min_level": 1,  # so the token is checked
+                    "rate_limit_per_s": 1_000_000,  # counted on every call, never refused
+                }
             )
-            await catalog.create_channel(
-                ChannelCreate.model_validate({"code": CHANNEL, "name": "Bench", "type": "app"}),
-                secret=secret,
-            )
-            await catalog.create_interface(
-                InterfaceCreate.model_validate(
-                    {
-                        "code": INTERFACE,
-                        "name": "Benchmark customer",
-                        "method": "GET",
-                        "path": PATH_PREFIX + "{customer_no}",
-                        "provider": BUSINESS_SYSTEM,
-                        "target_service": SERVICE,
-                        "timeout_ms": 5000,
-                        "min_level": 1,  # so the token is checked
-                        "rate_limit_per_s": 1_000_000,  # counted on every call, never refused
-                    }
-                )
-            )
-            await catalog.set_authorizations(INTERFACE, Authorizations(channels=[CHANNEL]))
-    finally:
-        await runtime.close()
+        )
+        await catalog.set_authorizations(INTERFACE, Authorizations(channels=[CHANNEL]))
 
 
 def _token_and_jwks(issuer: str, audience: str, ttl_s: int) -> tuple[str, dict[str, object]]:

@@ -28,15 +28,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
+
+if TYPE_CHECKING:
+    from gridgate.catalog.services import CatalogService
+    from gridgate.runtime import Runtime
 
 __all__ = ["BenchReport", "Row", "run_registry_bench"]
 
@@ -196,20 +201,23 @@ def _service(index: int, services: int) -> str:
     return f"bench-svc-{index % services:04d}"
 
 
-async def _prepare(
-    data_dir: Path, database_url: str, redis_url: str, password: str, instances: int, services: int
-) -> tuple[str, list[str]]:
-    """Catalog with the bench business system; the instances registered. Token and ids."""
+@asynccontextmanager
+async def bench_catalog(
+    password: str, **settings: Any
+) -> AsyncIterator[tuple[Runtime, CatalogService]]:
+    """A migrated data dir whose catalog holds the bench business system, open for more.
+
+    Shared by the benchmarks that start real ``gridgate serve`` processes on that data dir
+    (they read the same keys.json).
+    """
     from gridgate.catalog.schemas import BusinessSystemCreate  # noqa: PLC0415 - heavy imports
     from gridgate.catalog.services import CatalogService  # noqa: PLC0415
     from gridgate.operators.audit import Actor  # noqa: PLC0415
     from gridgate.runtime import Runtime  # noqa: PLC0415
     from gridgate.settings import load_settings  # noqa: PLC0415
 
-    settings = load_settings(
-        data_dir=data_dir, database_url=database_url, redis_url=redis_url, env="development"
-    ).with_development_keys()
-    runtime = Runtime.build(settings)
+    loaded = load_settings(env="development", **settings).with_development_keys()
+    runtime = Runtime.build(loaded)
     try:
         await runtime.db.migrate()
         async with runtime.db.transaction() as session:
@@ -225,6 +233,18 @@ async def _prepare(
                     }
                 )
             )
+            yield runtime, catalog
+    finally:
+        await runtime.close()
+
+
+async def _prepare(
+    data_dir: Path, database_url: str, redis_url: str, password: str, instances: int, services: int
+) -> tuple[str, list[str]]:
+    """Catalog with the bench business system; the instances registered. Token and ids."""
+    async with bench_catalog(
+        password, data_dir=data_dir, database_url=database_url, redis_url=redis_url
+    ) as (runtime, _):
         gate = asyncio.Semaphore(64)
 
         async def one(service: str, host: str, port: int) -> str:
@@ -238,10 +258,9 @@ async def _prepare(
             for i in range(_SMALL_SERVICES * _SMALL_SIZE)
         ]
         ids = await asyncio.gather(*jobs)
-        assert settings.registry_token is not None  # noqa: S101 - with_development_keys sets it
-        return settings.registry_token.get_secret_value(), ids[:instances]
-    finally:
-        await runtime.close()
+        token = runtime.settings.registry_token
+        assert token is not None  # noqa: S101 - with_development_keys sets it
+        return token.get_secret_value(), ids[:instances]
 
 
 # -- wrk -------------------------------------------------------------------------------------
