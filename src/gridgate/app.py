@@ -154,9 +154,11 @@ def build_role(
         probes = Starlette(
             routes=probe_routes("gateway", {"database": runtime.db.ping, "catalog": catalog_loaded})
         )
-        app = wrap_listener(parts.app(probes), "gateway", settings.gateway_max_body_bytes)
+        # The gateway's own server answers the request path; the probes keep the listener
+        # middleware (trace ids, listener metrics) like every other listener's.
+        gateway_app = parts.app(wrap_listener(probes, "gateway", settings.gateway_max_body_bytes))
         return RoleApp(
-            app,
+            gateway_app,
             lambda urls: parts.jobs(
                 registries(urls),
                 jwks_url=urls["accounts"] + JWKS_PATH if "accounts" in urls else None,

@@ -31,10 +31,12 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "GridgateError",
+    "HeadersTooLarge",
     "InvalidRequest",
     "InvalidToken",
     "LevelRequired",
     "Locked",
+    "MalformedRequest",
     "MethodNotAllowed",
     "NotBound",
     "NotFound",
@@ -42,6 +44,7 @@ __all__ = [
     "Overloaded",
     "PermissionDenied",
     "RateLimited",
+    "RequestTimeout",
     "RequestTooLarge",
     "UpstreamBadResponse",
     "UpstreamTimeout",
@@ -97,6 +100,30 @@ class RequestTooLarge(GridgateError):
     code = "request.too_large"
     status = 413
     title = "Request body too large"
+
+
+class MalformedRequest(GridgateError):
+    """The bytes received are not an HTTP/1.1 request the gateway can read."""
+
+    code = "request.malformed"
+    status = 400
+    title = "Malformed request"
+
+
+class HeadersTooLarge(GridgateError):
+    """The request line and headers are larger than the listener accepts."""
+
+    code = "request.headers_too_large"
+    status = 431
+    title = "Request headers too large"
+
+
+class RequestTimeout(GridgateError):
+    """The request did not arrive in full within the listener's read timeout."""
+
+    code = "request.timeout"
+    status = 408
+    title = "Request not received in time"
 
 
 class NotFound(GridgateError):

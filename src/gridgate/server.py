@@ -14,6 +14,8 @@ import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
+from gridgate.web.http1 import Handler, HttpServer
+
 __all__ = ["Listener", "ListenerError", "bind", "serve"]
 
 _log = structlog.get_logger("gridgate.server")
@@ -25,7 +27,8 @@ class ListenerError(Exception):
 
 @dataclass(slots=True)
 class Listener:
-    """One named ASGI app on one socket."""
+    """One named app on one socket: ASGI (served by uvicorn) or a :class:`Handler` (served by
+    gridgate's own HTTP/1.1 server)."""
 
     name: str
     app: ASGIApp
@@ -84,7 +87,12 @@ async def serve(
     ``background`` tasks get an event set at shutdown and should return soon after.
     """
     servers = []
+    native: list[tuple[HttpServer, Listener]] = []
     for listener in listeners:
+        if isinstance(listener.app, Handler):
+            # The gateway listener: its own HTTP/1.1 server (gridgate.web.http1).
+            native.append((HttpServer(listener.app), listener))
+            continue
         config = uvicorn.Config(
             listener.app,
             http="httptools",
@@ -97,24 +105,31 @@ async def serve(
             timeout_keep_alive=65,
             timeout_graceful_shutdown=max(1, int(shutdown_timeout_s)),
         )
-        servers.append(_QuietServer(config))
+        servers.append((_QuietServer(config), listener))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
         if stopping.is_set():
-            for server in servers:  # a second Ctrl-C: do not wait for open connections
+            for server, _ in servers:  # a second Ctrl-C: do not wait for open connections
                 server.force_exit = True
         stopping.set()
-        for server in servers:
+        for server, _ in servers:
             server.should_exit = True
+
+    async def serve_native(server: HttpServer, listener: Listener) -> None:
+        assert listener.sock is not None, "bind() the listeners first"  # noqa: S101
+        await server.start(listener.sock)
+        await stopping.wait()
+        await server.stop(shutdown_timeout_s)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
     tasks = [
         asyncio.create_task(server.serve(sockets=[lst.sock] if lst.sock else None))
-        for server, lst in zip(servers, listeners, strict=True)
+        for server, lst in servers
     ]
+    tasks += [asyncio.create_task(serve_native(server, lst)) for server, lst in native]
     tasks += [asyncio.create_task(job(stopping)) for job in background]
     try:
         await asyncio.gather(*tasks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from gridgate.permissions.services import PermissionService
 from gridgate.registry.client import InstanceInfo
 from gridgate.registry.outlier import OutlierDetector
 from gridgate.runtime import Runtime
+from gridgate.web.http1 import Handler, HttpServer
 from tests.conftest import make_settings
 
 APP_SECRET = "app-secret-for-gateway-tests-0001"
@@ -100,6 +102,7 @@ class Gateway:
     client: httpx.AsyncClient
     source: StaticInstances
     key: Ed25519PrivateKey
+    url: str
 
     async def interface(self, code: str, path: str, method: str = "GET", **fields: Any) -> None:
         channels = fields.pop("channels", ["app"])
@@ -226,10 +229,20 @@ async def gateway(
             ChannelCreate.model_validate({"code": "web", "name": "Web", "type": "web"}),
             secret="web-secret-for-gateway-tests",
         )
-    transport = httpx.ASGITransport(app=build_gateway(runtime, parts))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-        harness = Gateway(runtime, parts, client, source, key)
-        await harness.interface("t.ok", "/api/v1/t/{customer_no}/ok")
-        yield harness
-    await parts.dispatcher.close()
-    await runtime.close()
+    # The gateway's own HTTP/1.1 server on a real socket, as `gridgate serve gateway` runs it.
+    app = build_gateway(runtime, parts)
+    assert isinstance(app, Handler)
+    server = HttpServer(app)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await server.start(sock)
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            harness = Gateway(runtime, parts, client, source, key, base_url)
+            await harness.interface("t.ok", "/api/v1/t/{customer_no}/ok")
+            yield harness
+    finally:
+        await server.stop(1)
+        await parts.dispatcher.close()
+        await runtime.close()

@@ -1,7 +1,8 @@
-"""The gateway listener: a plain ASGI app running the stages, then dispatch, then the log.
+"""The gateway listener: the stages, then dispatch, then the access log, for each request.
 
-Starlette is used for the probes only; the request path is hand-written ASGI so that each
-request costs a handful of dictionary look-ups before the upstream call.
+:meth:`GatewayApp.handle` takes one whole request from the gateway's HTTP/1.1 server
+(:mod:`gridgate.web.http1`) and returns one answer; the same app is also an ASGI app for tests
+and embedding. Starlette serves the probes only.
 """
 
 from __future__ import annotations
@@ -10,19 +11,27 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import orjson
 import structlog
 from prometheus_client import Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gridgate.errors import GridgateError, RequestTooLarge, problem_body
+from gridgate.errors import GridgateError
 from gridgate.gateway.accesslog import AccessLogSink, AccessRecord
 from gridgate.gateway.flow import Gates
 from gridgate.gateway.snapshot import SnapshotHolder
 from gridgate.gateway.stages import Exchange, Stage
 from gridgate.gateway.upstream import Dispatcher, Outbound, forward_headers, traceparent
 from gridgate.permissions.fields import filter_body
-from gridgate.web.middleware import trace_id_of
+from gridgate.web.http1 import (
+    Limits,
+    Request,
+    Response,
+    call_asgi,
+    problem_answer,
+    request_from_asgi,
+    send_asgi,
+)
+from gridgate.web.middleware import new_trace_id
 
 __all__ = ["GatewayApp"]
 
@@ -40,10 +49,6 @@ LATENCY = Histogram(
     ["interface"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-
-
-def _json(body: dict[str, object]) -> bytes:
-    return orjson.dumps(body)
 
 
 class GatewayApp:
@@ -67,63 +72,53 @@ class GatewayApp:
         self.sink = sink
         self.probes = probes
         self.max_body_bytes = max_body_bytes
+        self.limits = Limits(max_body_bytes=max_body_bytes)
+
+    async def handle(self, request: Request) -> Response:
+        """Answer one channel request: the stages, dispatch, the access log."""
+        if request.path in _PROBES:
+            return await call_asgi(self.probes, request)
+        headers = dict(request.headers)
+        trace_id = new_trace_id(headers.get("traceparent"))
+        exchange = Exchange(
+            method=request.method,
+            path=request.path,
+            raw_query=request.query,
+            headers=headers,
+            raw_headers=request.headers,
+            body=request.body,
+            client_ip=request.client_ip,
+            trace_id=trace_id,
+            snapshot=self.holder.current,
+        )
+        code: str | None = None
+        try:
+            if request.rejected is not None:
+                raise request.rejected
+            for stage in self.stages:
+                await stage(exchange)
+            response = await self._dispatch(exchange)
+            response.headers.append(("x-trace-id", trace_id))
+        except GridgateError as error:
+            code = error.code
+            response = problem_answer(error, trace_id)
+        except Exception as error:  # a bug: answer 500 problem, never a stack trace
+            _log.error("gateway_error", trace_id=trace_id, exc_info=error)
+            generic = GridgateError()
+            code = generic.code
+            response = problem_answer(generic, trace_id)
+        self._record(exchange, response.status, code, len(response.body))
+        return response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The same gateway as an ASGI app (for tests and for embedding it elsewhere)."""
         if scope["type"] != "http" or scope["path"] in _PROBES:
             await self.probes(scope, receive, send)
             return
-        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
-        client = scope.get("client")
-        exchange = Exchange(
-            method=scope["method"],
-            path=scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
-            raw_query=scope.get("query_string", b"").decode("latin-1"),
-            headers=dict(headers),
-            raw_headers=headers,
-            body=b"",
-            client_ip=client[0] if client else "",
-            trace_id=trace_id_of(scope) or "",
-            snapshot=self.holder.current,
-        )
-        status: int = 500
-        code: str | None = None
-        out_headers: list[tuple[str, str]] = []
-        body = b""
-        try:
-            exchange.body = await self._read_body(receive)
-            for stage in self.stages:
-                await stage(exchange)
-            status, out_headers, body = await self._dispatch(exchange)
-        except GridgateError as error:
-            status, code = error.status, error.code
-            out_headers = [("content-type", "application/problem+json"), *error.headers.items()]
-            body = _json(problem_body(error, exchange.trace_id))
-        except Exception as error:  # a bug: answer 500 problem, never a stack trace
-            _log.error("gateway_error", trace_id=exchange.trace_id, exc_info=error)
-            generic = GridgateError()
-            status, code = 500, generic.code
-            out_headers = [("content-type", "application/problem+json")]
-            body = _json(problem_body(generic, exchange.trace_id))
-        await self._answer(send, status, out_headers, body)
-        self._record(exchange, status, code, len(body))
+        request = await request_from_asgi(scope, receive, self.max_body_bytes)
+        await send_asgi(send, await self.handle(request))
 
-    async def _read_body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message: Message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise RequestTooLarge(f"the body must be at most {self.max_body_bytes} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
-
-    async def _dispatch(self, exchange: Exchange) -> tuple[int, list[tuple[str, str]], bytes]:
+    async def _dispatch(self, exchange: Exchange) -> Response:
         interface = exchange.interface
         assert interface is not None  # noqa: S101 - Route runs first
         outbound_headers = forward_headers(exchange.raw_headers)
@@ -172,15 +167,7 @@ class GatewayApp:
             level = exchange.claims.level if exchange.claims is not None else 0
             content_type = next((v for k, v in answer.headers if k == "content-type"), None)
             body = filter_body(body, content_type, rules, level)
-        return answer.status, answer.headers, body
-
-    async def _answer(
-        self, send: Send, status: int, headers: list[tuple[str, str]], body: bytes
-    ) -> None:
-        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        raw.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": body})
+        return Response(answer.status, answer.headers, body)
 
     def _record(self, exchange: Exchange, status: int, code: str | None, bytes_out: int) -> None:
         interface = exchange.interface.code if exchange.interface else "unmatched"

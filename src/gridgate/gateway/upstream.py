@@ -9,14 +9,14 @@ sent twice. The interface timeout bounds the whole call, retry included.
 from __future__ import annotations
 
 import asyncio
-import secrets
+import random
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiohttp
 import structlog
 
 from gridgate.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnavailable
+from gridgate.gateway.pool import AnswerTooLarge, ConnectFailed, UpstreamError, UpstreamPool
 from gridgate.registry.balancers import Balancer, balancer, track
 from gridgate.registry.client import InstanceInfo
 from gridgate.registry.outlier import OutlierDetector
@@ -119,32 +119,38 @@ def forward_headers(inbound: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def traceparent(trace_id: str) -> str:
     """A W3C traceparent continuing ``trace_id`` with a new span of the gateway."""
-    return f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    # Span ids need to be unique, not secret: the fast generator will do.
+    return f"00-{trace_id}-{random.getrandbits(64):016x}-01"
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class Dispatcher:
     """Calls business systems for the gateway."""
 
-    def __init__(self, source: InstanceSource | None = None, *, pool_per_host: int = 256) -> None:
+    def __init__(
+        self,
+        source: InstanceSource | None = None,
+        *,
+        pool_per_host: int = 256,
+        idle_timeout_s: float = 4.0,
+    ) -> None:
         #: Set once discovery has started (the registry may come up after the gateway).
         self.source = source
-        self._pool_per_host = pool_per_host
-        self._session: aiohttp.ClientSession | None = None
+        self.pool = UpstreamPool(
+            per_origin=pool_per_host,
+            idle_timeout_s=idle_timeout_s,
+            max_answer_bytes=MAX_RESPONSE_BYTES,
+        )
         self._balancers: dict[tuple[str, str], Balancer] = {}
 
     async def start(self) -> None:
-        """Open the keep-alive pools."""
-        connector = aiohttp.TCPConnector(
-            limit=0, limit_per_host=self._pool_per_host, keepalive_timeout=60, ttl_dns_cache=60
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-        )
+        """Ready to call (connections open on first use)."""
 
     async def close(self) -> None:
-        """Close the pools."""
-        if self._session is not None:
-            await self._session.close()
+        """Close the idle connections."""
+        await self.pool.close()
 
     def _balancer(self, outbound: Outbound) -> Balancer:
         key = (outbound.interface, outbound.balancer)
@@ -154,40 +160,59 @@ class Dispatcher:
         return found
 
     async def call(self, outbound: Outbound) -> UpstreamResponse:
-        """Send ``outbound`` to an instance of its service, retrying once when that is safe."""
+        """Send ``outbound`` to an instance of its service, retrying once when that is safe.
+
+        Safe means: the interface is idempotent, or nothing was sent (the connection could
+        not be opened). A payment whose request reached a business system is never re-sent.
+        """
         source = self.source
         if source is None:
             raise UpstreamUnavailable("the service center has not been reached yet")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + outbound.timeout_s
-        attempts = 2 if outbound.idempotent else 1
+        attempts = 2
         tried: list[str] = []
         chooser = self._balancer(outbound)
         last: UpstreamResponse | None = None
+        head = _request_head(outbound)
         for attempt in range(attempts):
             candidates = source.outlier.eligible(source.instances(outbound.service))
             instance = chooser.pick(candidates, key=outbound.balance_key, exclude=tried)
             if instance is None:
                 break
             tried.append(instance.instance_id)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if deadline <= loop.time():
                 raise UpstreamTimeout(f"{outbound.service} did not answer in time")
             source.outlier.record_start(instance.instance_id)
             try:
                 with track(chooser, instance.instance_id):
-                    answer = await self._send(instance, outbound, remaining)
+                    raw = await self.pool.request(
+                        instance.host,
+                        instance.port,
+                        head,
+                        outbound.body,
+                        deadline=deadline,
+                        method=outbound.method,
+                    )
             except TimeoutError:
                 source.report(instance.instance_id, ok=False)
                 raise UpstreamTimeout(f"{outbound.service} did not answer in time") from None
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            except AnswerTooLarge:
+                source.report(instance.instance_id, ok=True)
+                raise UpstreamBadResponse("the business system's answer is too large") from None
+            except UpstreamError as exc:
                 source.report(instance.instance_id, ok=False)
                 _log.info(
                     "upstream_failed", service=outbound.service, attempt=attempt, error=str(exc)
                 )
-                continue
+                if outbound.idempotent or isinstance(exc, ConnectFailed):
+                    continue
+                break
+            answer = UpstreamResponse(
+                raw.status, _answer_headers(raw.headers), raw.body, instance.instance_id
+            )
             source.report(instance.instance_id, ok=answer.status < 500)
-            if answer.status >= 500 and attempt + 1 < attempts:
+            if answer.status >= 500 and outbound.idempotent and attempt + 1 < attempts:
                 last = answer
                 continue
             return answer
@@ -195,25 +220,22 @@ class Dispatcher:
             return last
         raise UpstreamUnavailable(f"no instance of {outbound.service} could take the call")
 
-    async def _send(
-        self, instance: InstanceInfo, outbound: Outbound, timeout_s: float
-    ) -> UpstreamResponse:
-        assert self._session is not None, "Dispatcher.start() was not called"  # noqa: S101
-        url = (
-            instance.url + outbound.path + (f"?{outbound.raw_query}" if outbound.raw_query else "")
-        )
-        async with (
-            asyncio.timeout(timeout_s),
-            self._session.request(
-                outbound.method, url, headers=outbound.headers, data=outbound.body or None
-            ) as response,
-        ):
-            body = await response.content.read(MAX_RESPONSE_BYTES + 1)
-            if len(body) > MAX_RESPONSE_BYTES:
-                raise UpstreamBadResponse("the business system's answer is too large")
-            headers = [
-                (name.lower(), value)
-                for name, value in response.headers.items()
-                if name.lower() not in HOP_BY_HOP and name.lower() not in SET_BY_GATEWAY
-            ]
-            return UpstreamResponse(response.status, headers, body, instance.instance_id)
+
+def _request_head(outbound: Outbound) -> str:
+    """Request line and headers (the pool adds ``Host`` and the blank line)."""
+    target = outbound.path + (f"?{outbound.raw_query}" if outbound.raw_query else "")
+    lines = [f"{outbound.method} {target} HTTP/1.1\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in outbound.headers)
+    if outbound.body or outbound.method in _BODY_METHODS:
+        lines.append(f"content-length: {len(outbound.body)}\r\n")
+    return "".join(lines)
+
+
+def _answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The answer's headers to pass on: not hop-by-hop, not the gateway's own."""
+    headers = []
+    for name, value in raw:
+        lowered = name.decode("latin-1").lower()
+        if lowered not in HOP_BY_HOP and lowered not in SET_BY_GATEWAY:
+            headers.append((lowered, value.decode("latin-1")))
+    return headers

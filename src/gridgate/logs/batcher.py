@@ -103,12 +103,16 @@ class Batcher:
         consumer: str = "batcher",
         batch_size: int = 50_000,
         block_ms: int = 1000,
+        linger_s: float = 5.0,
     ) -> None:
         self.buffer = buffer
         self.store = store
         self.consumer = consumer
         self.batch_size = batch_size
         self.block_ms = block_ms
+        #: While running, a batch short of ``batch_size`` waits up to this long for more
+        #: records: a few files of many records, not a file every time the service appends.
+        self.linger_s = linger_s
         self.written = 0
 
     def write(self, entries: Sequence[Entry]) -> list[str]:
@@ -118,11 +122,29 @@ class Batcher:
             self.store.write(hour, first, last, table) for hour, table in decode(entries).items()
         ]
 
-    async def run_once(self, *, block_ms: int = 0) -> int:
-        """Move one batch; the number of records taken from the buffer."""
+    async def run_once(
+        self, *, block_ms: int = 0, linger_s: float = 0.0, stopping: asyncio.Event | None = None
+    ) -> int:
+        """Move one batch; the number of records taken from the buffer.
+
+        With ``linger_s``, a short batch waits that long for more (less once ``stopping``).
+        """
         entries = await self.buffer.read(self.consumer, self.batch_size, block_ms=block_ms)
         if not entries:
             return 0
+        if linger_s > 0 and len(entries) < self.batch_size:
+            entries = list(entries)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + linger_s
+            while len(entries) < self.batch_size and not (stopping and stopping.is_set()):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                entries += await self.buffer.read(
+                    self.consumer,
+                    self.batch_size - len(entries),
+                    block_ms=max(1, int(min(remaining, 0.5) * 1000)),
+                )
         await asyncio.to_thread(self.write, entries)
         await self.buffer.ack([entry.id for entry in entries])
         self.written += len(entries)
@@ -139,7 +161,9 @@ class Batcher:
         """Move batches until ``stopping``."""
         while not stopping.is_set():
             try:
-                await self.run_once(block_ms=self.block_ms)
+                await self.run_once(
+                    block_ms=self.block_ms, linger_s=self.linger_s, stopping=stopping
+                )
             except Exception as exc:  # the store or the buffer is away: keep trying
                 _log.warning("log_batch_failed", error=str(exc), error_type=type(exc).__name__)
                 with contextlib.suppress(TimeoutError):

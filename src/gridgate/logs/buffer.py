@@ -19,10 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, overload
 
+import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 __all__ = ["BufferStats", "Entry", "Lines", "LogBuffer", "RedisStreamBuffer", "SpoolBuffer"]
+
+_log = structlog.get_logger("gridgate.logs.buffer")
+#: How long a spool write may wait for its sync to disk (Redis's ``appendfsync everysec``).
+_SYNC_INTERVAL_S = 1.0
 
 
 class Entry(NamedTuple):
@@ -248,13 +253,27 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _sync_files(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):  # acknowledged and deleted meanwhile
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+
 class SpoolBuffer:
     """The buffer of one process: append-only segment files in the data dir (embedded mode).
 
-    A record is appended (and by default fsynced) before ``append`` returns, so a crash loses
-    nothing the log service handed over. Ids are global byte offsets; the committed offset —
-    everything before it acknowledged — is kept in a small file, and a restart re-delivers
-    everything after it. Segments wholly before it are deleted.
+    ``append`` writes the records to the segment file before it returns, on the event loop (a
+    write to the page cache), so a crash of the process loses nothing the log service handed
+    over. With ``fsync`` the file is also synced to disk at most a second later, by a worker
+    thread — what Redis calls ``appendfsync everysec``: a power cut loses at most the last
+    second, and the gateway never waits for the disk. (Syncing every append from a thread cost
+    the gateway's event loop more than all its own work: docs/decisions.md.) Ids are global byte
+    offsets; the committed offset — everything before it acknowledged — is kept in a small
+    file, and a restart re-delivers everything after it. Segments wholly before it are deleted.
     """
 
     def __init__(
@@ -264,6 +283,10 @@ class SpoolBuffer:
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         self._lock = threading.Lock()
+        #: Segments written since their last sync, and the pending sync.
+        self._unsynced: set[int] = set()
+        self._sync_handle: asyncio.TimerHandle | None = None
+        self._sync_task: asyncio.Task[None] | None = None
         self._new_data = asyncio.Event()
         directory.mkdir(parents=True, exist_ok=True)
         self._committed = self._read_commit()
@@ -309,48 +332,84 @@ class SpoolBuffer:
                 payload = b"".join(r.replace(b"\n", b" ") + b"\n" for r in records)
             with self._path(base).open("ab") as handle:
                 handle.write(payload)
-                handle.flush()
-                if self.fsync:
-                    os.fsync(handle.fileno())
             self._end += len(payload)
+            self._unsynced.add(base)
 
     async def append(self, records: Sequence[bytes]) -> None:
-        """Append ``records`` to the active segment before returning."""
+        """Append ``records`` to the active segment before returning (synced within 1 s)."""
         if not records:
             return
-        await asyncio.to_thread(self._append_sync, records)
+        self._append_sync(records)
         self._new_data.set()
+        if self.fsync and self._sync_handle is None:
+            loop = asyncio.get_running_loop()
+            self._sync_handle = loop.call_later(_SYNC_INTERVAL_S, self._start_sync)
+
+    def _start_sync(self) -> None:
+        self._sync_handle = None
+        if self._sync_task is not None and not self._sync_task.done():
+            # The previous sync is still running: try again a little later.
+            self._sync_handle = asyncio.get_running_loop().call_later(
+                _SYNC_INTERVAL_S, self._start_sync
+            )
+            return
+        bases, self._unsynced = self._unsynced, set()
+        self._sync_task = asyncio.get_running_loop().create_task(self._sync(bases))
+
+    async def _sync(self, bases: set[int]) -> None:
+        paths = [self._path(base) for base in sorted(bases)]
+        try:
+            await asyncio.to_thread(_sync_files, paths)
+        except OSError as exc:  # the records stay written; the next append tries again
+            self._unsynced |= bases
+            _log.warning("log_spool_sync_failed", error=str(exc))
+
+    async def sync(self) -> None:
+        """Sync what was written now (at shutdown), without waiting for the timer."""
+        if self._sync_handle is not None:
+            self._sync_handle.cancel()
+            self._sync_handle = None
+        if self._sync_task is not None:
+            await asyncio.shield(self._sync_task)
+        if self._unsynced:
+            bases, self._unsynced = self._unsynced, set()
+            await self._sync(bases)
 
     def _read_sync(self, count: int) -> list[Entry]:
+        # The lock is held only to look at and to move the positions: appends (on the event
+        # loop) never wait for the file reads. Only this consumer moves the read position.
+        with self._lock:
+            position, end, segments = self._position, self._end, list(self._segments)
         entries: list[Entry] = []
-        delivered = self._delivered
-        with self._lock, _gc_paused():
-            while len(entries) < count and self._position < self._end:
+        spans: list[tuple[int, int]] = []
+        with _gc_paused():
+            while len(entries) < count and position < end:
                 # A segment ends exactly where the next begins, so this finds the right one.
-                index = bisect.bisect_right(self._segments, self._position) - 1
-                base = self._segments[index]
-                stop = self._segments[index + 1] if index + 1 < len(self._segments) else self._end
-                lines = self._lines(base, stop, count - len(entries))
+                index = bisect.bisect_right(segments, position) - 1
+                base = segments[index]
+                stop = segments[index + 1] if index + 1 < len(segments) else end
+                lines = self._lines(base, position, stop, count - len(entries))
                 if not lines:
                     break
-                offset = self._position
                 for line in lines:
-                    end = offset + len(line) + 1
-                    entries.append(Entry(f"{offset:020d}", line))
-                    delivered.append((offset, end))
-                    offset = end
-                self._position = offset
+                    after = position + len(line) + 1
+                    entries.append(Entry(f"{position:020d}", line))
+                    spans.append((position, after))
+                    position = after
+        with self._lock:
+            self._delivered.extend(spans)
+            self._position = position
         return entries
 
-    def _lines(self, base: int, stop: int, count: int) -> list[bytes]:
-        """Up to ``count`` whole lines of segment ``base`` from the position, before ``stop``."""
-        want = min(_READ_CHUNK, stop - self._position, count * 512 + 4096)
+    def _lines(self, base: int, position: int, stop: int, count: int) -> list[bytes]:
+        """Up to ``count`` whole lines of segment ``base`` from ``position``, before ``stop``."""
+        want = min(_READ_CHUNK, stop - position, count * 512 + 4096)
         with self._path(base).open("rb") as handle:
-            handle.seek(self._position - base)
+            handle.seek(position - base)
             data = handle.read(want)
             # A line longer than what was read: read on to its end.
-            while b"\n" not in data and self._position + len(data) < stop:
-                more = handle.read(min(_READ_CHUNK, stop - self._position - len(data)))
+            while b"\n" not in data and position + len(data) < stop:
+                more = handle.read(min(_READ_CHUNK, stop - position - len(data)))
                 if not more:
                     break
                 data += more
@@ -412,4 +471,5 @@ class SpoolBuffer:
             return BufferStats(waiting=waiting, pending=len(self._delivered))
 
     async def close(self) -> None:
-        """Nothing to release: files are opened per call."""
+        """Sync what is written (files are opened per call: nothing else to release)."""
+        await self.sync()

@@ -11,7 +11,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gridgate.errors import RequestTooLarge, problem_response
 from gridgate.web.metrics import observe_request
 
-__all__ = ["BodyLimitMiddleware", "TraceMiddleware", "trace_id_of", "wrap_listener"]
+__all__ = [
+    "BodyLimitMiddleware",
+    "TraceMiddleware",
+    "new_trace_id",
+    "trace_id_of",
+    "wrap_listener",
+]
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
@@ -20,6 +26,16 @@ def trace_id_of(scope: Scope) -> str | None:
     """The trace id the :class:`TraceMiddleware` gave this request."""
     value = scope.get("state", {}).get("trace_id")
     return value if isinstance(value, str) else None
+
+
+def new_trace_id(traceparent: str | None = None) -> str:
+    """The trace id of a W3C ``traceparent`` if it is a valid one, else a new one."""
+    if traceparent is not None:
+        match = _TRACEPARENT.match(traceparent.strip().lower())
+        if match and match.group(1) != "0" * 32:
+            return match.group(1)
+    # Trace ids need to be unique, not secret: the fast generator will do.
+    return f"{random.getrandbits(128):032x}"
 
 
 class TraceMiddleware:
@@ -34,15 +50,8 @@ class TraceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        trace_id = None
-        for name, value in scope["headers"]:
-            if name == b"traceparent":
-                match = _TRACEPARENT.match(value.decode("latin-1").strip().lower())
-                if match and match.group(1) != "0" * 32:
-                    trace_id = match.group(1)
-                break
-        # Trace ids need to be unique, not secret: the fast generator will do.
-        trace_id = trace_id or f"{random.getrandbits(128):032x}"
+        sent = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
+        trace_id = new_trace_id(sent.decode("latin-1") if sent is not None else None)
         scope.setdefault("state", {})["trace_id"] = trace_id
         started = time.perf_counter()
         status = 500
