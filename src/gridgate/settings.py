@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     gateway_max_concurrency: int = Field(2000, ge=1, le=1_000_000)
     gateway_max_queue: int = Field(2000, ge=0, le=1_000_000)
     gateway_max_wait_ms: int = Field(2000, ge=0, le=60_000)
+    #: Peers whose ``X-Forwarded-For`` the gateway believes (a load balancer in front of it);
+    #: the client address is then the last hop before them. Loopback by default, as uvicorn.
+    gateway_trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"]
+    )
     #: Where the accounts service publishes its signing keys (JWKS) for customer tokens;
     #: unset, interfaces above level 0 cannot be called through this gateway.
     accounts_jwks_url: str | None = None
@@ -156,6 +161,13 @@ class Settings(BaseSettings):
     def _split_urls(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("gateway_trusted_proxies", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("previous_data_keys", mode="before")

@@ -101,6 +101,16 @@ async def test_disabled_channel_and_ip_allowlist(gateway: Gateway) -> None:
     _problem(await gateway.send("GET", OK), 401, "channel.unknown")
 
 
+async def test_forwarded_address_is_believed_from_trusted_proxies_only(gateway: Gateway) -> None:
+    await gateway.change("update_channel", "app", ChannelUpdate(allowed_ips=["10.9.0.0/16"]))
+    # The harness connects from 127.0.0.1, a trusted proxy by default: the last hop before
+    # the trusted ones is the caller.
+    behind = {"x-forwarded-for": "203.0.113.7, 10.9.1.2, 127.0.0.1"}
+    assert (await gateway.send("GET", OK, headers=behind)).status_code == 200
+    spoofed = {"x-forwarded-for": "10.9.1.2, 203.0.113.7"}
+    _problem(await gateway.send("GET", OK, headers=spoofed), 403, "channel.ip_denied")
+
+
 async def test_unknown_route_and_method(gateway: Gateway) -> None:
     _problem(await gateway.send("GET", "/api/v1/nothing"), 404, "not_found")
     _problem(await gateway.send("DELETE", OK), 405, "request.method_not_allowed")

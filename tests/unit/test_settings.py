@@ -43,6 +43,9 @@ def test_environment_beats_toml_and_cli_beats_environment(
     assert settings.gateway_port == 9101  # environment over TOML
     assert settings.registry_port == 9200  # command line over all
     assert settings.registry_urls == ["http://r1:8070", "http://r2:8070"]
+    assert settings.gateway_trusted_proxies == ["127.0.0.1", "::1"]
+    monkeypatch.setenv("GRIDGATE_GATEWAY_TRUSTED_PROXIES", "10.0.0.5, 10.0.0.6")
+    assert load_settings(config).gateway_trusted_proxies == ["10.0.0.5", "10.0.0.6"]
 
 
 def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,6 +64,7 @@ class GatewayApp:
         sink: AccessLogSink,
         probes: ASGIApp,
         max_body_bytes: int,
+        trusted_proxies: Sequence[str] = ("127.0.0.1", "::1"),
     ) -> None:
         self.holder = holder
         self.stages = list(stages)
@@ -73,6 +74,8 @@ class GatewayApp:
         self.probes = probes
         self.max_body_bytes = max_body_bytes
         self.limits = Limits(max_body_bytes=max_body_bytes)
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self.trusted_proxies = frozenset(trusted_proxies)
 
     async def handle(self, request: Request) -> Response:
         """Answer one channel request: the stages, dispatch, the access log."""
@@ -87,7 +90,7 @@ class GatewayApp:
             headers=headers,
             raw_headers=request.headers,
             body=request.body,
-            client_ip=request.client_ip,
+            client_ip=self._client_ip(request.client_ip, headers.get("x-forwarded-for")),
             trace_id=trace_id,
             snapshot=self.holder.current,
         )
@@ -109,6 +112,17 @@ class GatewayApp:
             response = problem_answer(generic, trace_id)
         self._record(exchange, response.status, code, len(response.body))
         return response
+
+    def _client_ip(self, peer: str, forwarded: str | None) -> str:
+        """The caller's address: the peer, or behind trusted proxies the last hop before them
+        (uvicorn's rule for ``X-Forwarded-For``)."""
+        if forwarded is None or peer not in self.trusted_proxies:
+            return peer
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if hop not in self.trusted_proxies:
+                return hop
+        return hops[0] if hops else peer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The same gateway as an ASGI app (for tests and for embedding it elsewhere)."""
@@ -152,14 +166,17 @@ class GatewayApp:
             timeout_s=interface.timeout_s,
             interface=interface.code,
         )
-        async with self.gates.slot(
+        held = await self.gates.enter(
             interface.code,
             limit=interface.max_concurrency,
             max_queue=interface.max_queue,
             max_wait_s=interface.max_wait_s,
-        ) as waited_s:
-            exchange.queue_wait_s = waited_s
+        )
+        exchange.queue_wait_s = held.waited_s
+        try:
             answer = await self.dispatcher.call(outbound)
+        finally:
+            self.gates.leave(held)
         exchange.upstream = answer.instance
         body = answer.body
         if rules is not None:
@@ -173,8 +190,16 @@ class GatewayApp:
         interface = exchange.interface.code if exchange.interface else "unmatched"
         channel = exchange.channel.code if exchange.channel else "none"
         elapsed = time.perf_counter() - exchange.started
-        REQUESTS.labels(channel, interface, f"{status // 100}xx").inc()
-        LATENCY.labels(interface).observe(elapsed)
+        key = (channel, interface, status // 100)
+        series = self._series.get(key)
+        if series is None:
+            # Labels come from the catalog and five status classes: a bounded set.
+            series = self._series[key] = (
+                REQUESTS.labels(channel, interface, f"{status // 100}xx"),
+                LATENCY.labels(interface),
+            )
+        series[0].inc()
+        series[1].observe(elapsed)
         self.sink.offer(
             AccessRecord(
                 trace_id=exchange.trace_id,

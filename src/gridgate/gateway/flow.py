@@ -16,7 +16,8 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -27,7 +28,7 @@ from redis.asyncio import ConnectionPool
 
 from gridgate.errors import Overloaded, RateLimited
 
-__all__ = ["ConcurrencyGate", "Gates", "RateLimiter", "limits_uri"]
+__all__ = ["ConcurrencyGate", "Gates", "Held", "RateLimiter", "limits_uri"]
 
 
 class ConcurrencyGate:
@@ -109,6 +110,21 @@ class ConcurrencyGate:
     def _refuse(self, detail: str) -> Overloaded:
         return Overloaded(detail, retry_after=self.retry_after)
 
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits (no suspension); True if taken."""
+        if self._running < self._limit and not self._waiters:
+            self._running += 1
+            return True
+        return False
+
+    def release(self) -> None:
+        """Give back a slot taken with :meth:`try_acquire` or :meth:`acquire`."""
+        self._release()
+
+    async def acquire(self, max_wait_s: float | None = None) -> float:
+        """Take a slot, waiting in line if need be; the seconds waited."""
+        return await self._acquire(self._max_wait_s if max_wait_s is None else max_wait_s)
+
     async def _acquire(self, max_wait_s: float) -> float:
         if self._running < self._limit and not self._waiters:
             self._running += 1
@@ -179,20 +195,58 @@ class Gates:
             gate.resize(limit, max_queue=max_queue, max_wait_s=max_wait_s)  # catalog reload
         return gate
 
+    async def enter(
+        self, key: str, *, limit: int | None, max_queue: int, max_wait_s: float
+    ) -> Held:
+        """Take the key's slot (none if ``limit`` is None), then a global one.
+
+        Hand the result to :meth:`leave` when done. When both have a free slot this never
+        suspends: the request path pays two comparisons, not a queue.
+        """
+        gate = None if limit is None else self._gate(key, limit, max_queue, max_wait_s)
+        global_gate = self._global
+        key_taken = gate is None or gate.try_acquire()
+        if key_taken and (global_gate is None or global_gate.try_acquire()):
+            return Held(gate, global_gate, 0.0)
+        waited_s = 0.0
+        if gate is not None and not key_taken:
+            waited_s = await gate.acquire()
+        try:
+            if global_gate is not None:
+                budget = min(global_gate.max_wait_s, max_wait_s - waited_s)
+                waited_s += await global_gate.acquire(max_wait_s=budget)
+        except BaseException:
+            if gate is not None:
+                gate.release()
+            raise
+        return Held(gate, global_gate, waited_s)
+
+    def leave(self, held: Held) -> None:
+        """Give back what :meth:`enter` took (global first, as in any nesting)."""
+        if held.global_gate is not None:
+            held.global_gate.release()
+        if held.gate is not None:
+            held.gate.release()
+
     @asynccontextmanager
     async def slot(
         self, key: str, *, limit: int | None, max_queue: int, max_wait_s: float
     ) -> AsyncIterator[float]:
         """Hold the key's slot (none if ``limit`` is None), then a global one; yields waited s."""
-        waited_s = 0.0
-        async with AsyncExitStack() as stack:
-            if limit is not None:
-                gate = self._gate(key, limit, max_queue, max_wait_s)
-                waited_s += await stack.enter_async_context(gate.slot())
-            if self._global is not None:
-                budget = min(self._global.max_wait_s, max_wait_s - waited_s)
-                waited_s += await stack.enter_async_context(self._global.slot(max_wait_s=budget))
-            yield waited_s
+        held = await self.enter(key, limit=limit, max_queue=max_queue, max_wait_s=max_wait_s)
+        try:
+            yield held.waited_s
+        finally:
+            self.leave(held)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The slots one request holds."""
+
+    gate: ConcurrencyGate | None
+    global_gate: ConcurrencyGate | None
+    waited_s: float
 
 
 def limits_uri(url: str) -> str:

@@ -76,6 +76,7 @@ class _Connection(asyncio.Protocol):
         self.size = 0
         self.framed = False  # Content-Length or chunked: the end is known without a close
         self.headers_done = False
+        self.answered = False
         self.reusable = False
         self.closed = False
         self.idle_since = 0.0
@@ -92,8 +93,8 @@ class _Connection(asyncio.Protocol):
         waiter = self.waiter
         if waiter is None or waiter.done():
             return
-        if self.headers_done and not self.framed:
-            # An answer delimited by the close of the connection: this is its end.
+        if self.headers_done and not self.framed and exc is None:
+            # An answer delimited by the (orderly) close of the connection: this is its end.
             self.reusable = False
             self.finish(self.parser.get_status_code())
         else:
@@ -106,13 +107,19 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.fail(BadAnswer(f"the business system's answer is not valid HTTP: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self.fail(BadAnswer(f"the business system's answer is not valid HTTP: {exc!r}"))
 
     # -- httptools callbacks ------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.answered:
+            # Bytes after the answer (in the same read): never trust this connection again.
+            self.reusable = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.headers_done:  # trailer fields of a chunked body are not headers
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
@@ -130,6 +137,8 @@ class _Connection(asyncio.Protocol):
             self.finish(status)
 
     def on_body(self, body: bytes) -> None:
+        if self.answered:
+            return
         self.size += len(body)
         if self.size > self.origin.pool.max_answer_bytes:
             self.fail(AnswerTooLarge("the business system's answer is too large"))
@@ -137,6 +146,8 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        if self.answered:
+            return
         status = self.parser.get_status_code()
         if status < 200:
             # 100 Continue and other interim answers: the real one follows.
@@ -152,12 +163,14 @@ class _Connection(asyncio.Protocol):
         self.waiter = waiter
         self.head = head
         self.headers, self.body, self.size = [], [], 0
-        self.headers_done = self.framed = self.reusable = False
+        self.headers_done = self.framed = self.reusable = self.answered = False
 
     def finish(self, status: int) -> None:
+        self.answered = True
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(RawAnswer(status, self.headers, b"".join(self.body)))
+        self.headers, self.body = [], []  # the answer keeps its own lists
 
     def fail(self, error: BaseException) -> None:
         waiter = self.waiter
@@ -167,7 +180,8 @@ class _Connection(asyncio.Protocol):
 
     def expire(self) -> None:
         """The deadline passed: the call fails, the connection (mid-answer) is dropped."""
-        self.fail(TimeoutError())
+        if self.waiter is not None and not self.waiter.done():
+            self.fail(TimeoutError())
 
     def abort(self) -> None:
         self.reusable = False
@@ -223,6 +237,8 @@ class _Origin:
                 _transport, connection = await loop.create_connection(
                     lambda: _Connection(self), self.host, self.port
                 )
+        except TimeoutError:
+            raise  # the deadline, not the business system (TimeoutError is an OSError)
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from None
         return connection
@@ -268,6 +284,15 @@ class UpstreamPool:
         self.max_answer_bytes = max_answer_bytes
         self.closed = False
         self._origins: dict[tuple[str, int], _Origin] = {}
+        #: The loop of the first call (asyncio.get_running_loop() makes a system call).
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the pool's connections belong to."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     async def request(
         self,
@@ -286,7 +311,9 @@ class UpstreamPool:
         """
         if self.closed:
             raise ConnectFailed("the gateway is stopping")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         origin = self._origins.get((host, port))
         if origin is None:
             origin = self._origins[(host, port)] = _Origin(self, host, port)

@@ -130,6 +130,7 @@ class GatewayParts:
             sink=self.sink,
             probes=probes,
             max_body_bytes=self.runtime.settings.gateway_max_body_bytes,
+            trusted_proxies=self.runtime.settings.gateway_trusted_proxies,
         )
 
     def jobs(self, registry_urls: list[str], *, jwks_url: str | None = None) -> list[Job]:

@@ -125,7 +125,21 @@ class Router:
             return None
         segments = path[1:].split("/") if path != "/" else []
         values: list[str] = []
-        node = self._walk(self._root, segments, 0, values)
+        # The common case without backtracking first: a literal segment where there is one,
+        # else the parameter. That is the path the full search would find first.
+        node: _Node | None = self._root
+        for segment in segments:
+            assert node is not None  # noqa: S101 - set on every iteration
+            child = node.literal.get(segment)
+            if child is None and node.param is not None and segment:
+                values.append(segment)
+                child = node.param
+            node = child
+            if node is None:
+                break
+        if node is None or not node.by_method:
+            values = []
+            node = self._walk(self._root, segments, 0, values)
         if node is None:
             return None
         interface = node.by_method.get(method)

@@ -8,7 +8,6 @@ sent twice. The interface timeout bounds the whole call, retry included.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,7 +16,7 @@ import structlog
 
 from gridgate.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnavailable
 from gridgate.gateway.pool import AnswerTooLarge, ConnectFailed, UpstreamError, UpstreamPool
-from gridgate.registry.balancers import Balancer, balancer, track
+from gridgate.registry.balancers import Balancer, balancer
 from gridgate.registry.client import InstanceInfo
 from gridgate.registry.outlier import OutlierDetector
 
@@ -104,17 +103,16 @@ class UpstreamResponse:
     instance: str
 
 
+_DROPPED = HOP_BY_HOP | CONSUMED
+
+
 def forward_headers(inbound: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Inbound headers minus hop-by-hop ones, those named by ``Connection``, and our own."""
-    named = {
-        token.strip().lower()
-        for name, value in inbound
-        if name == "connection"
-        for token in value.split(",")
-    }
-    return [
-        (n, v) for n, v in inbound if n not in HOP_BY_HOP and n not in CONSUMED and n not in named
-    ]
+    dropped = _DROPPED
+    for name, value in inbound:
+        if name == "connection":
+            dropped = dropped | {token.strip().lower() for token in value.split(",")}
+    return [(n, v) for n, v in inbound if n not in dropped]
 
 
 def traceparent(trace_id: str) -> str:
@@ -168,7 +166,7 @@ class Dispatcher:
         source = self.source
         if source is None:
             raise UpstreamUnavailable("the service center has not been reached yet")
-        loop = asyncio.get_running_loop()
+        loop = self.pool.loop
         deadline = loop.time() + outbound.timeout_s
         attempts = 2
         tried: list[str] = []
@@ -184,16 +182,16 @@ class Dispatcher:
             if deadline <= loop.time():
                 raise UpstreamTimeout(f"{outbound.service} did not answer in time")
             source.outlier.record_start(instance.instance_id)
+            chooser.acquire(instance.instance_id)
             try:
-                with track(chooser, instance.instance_id):
-                    raw = await self.pool.request(
-                        instance.host,
-                        instance.port,
-                        head,
-                        outbound.body,
-                        deadline=deadline,
-                        method=outbound.method,
-                    )
+                raw = await self.pool.request(
+                    instance.host,
+                    instance.port,
+                    head,
+                    outbound.body,
+                    deadline=deadline,
+                    method=outbound.method,
+                )
             except TimeoutError:
                 source.report(instance.instance_id, ok=False)
                 raise UpstreamTimeout(f"{outbound.service} did not answer in time") from None
@@ -208,6 +206,8 @@ class Dispatcher:
                 if outbound.idempotent or isinstance(exc, ConnectFailed):
                     continue
                 break
+            finally:
+                chooser.release(instance.instance_id)
             answer = UpstreamResponse(
                 raw.status, _answer_headers(raw.headers), raw.body, instance.instance_id
             )

@@ -396,8 +396,8 @@ class SpoolBuffer:
                     entries.append(Entry(f"{position:020d}", line))
                     spans.append((position, after))
                     position = after
+        self._delivered.extend(spans)
         with self._lock:
-            self._delivered.extend(spans)
             self._position = position
         return entries
 
@@ -432,21 +432,27 @@ class SpoolBuffer:
         return await asyncio.to_thread(self._read_sync, count)
 
     def _ack_sync(self, ids: Sequence[str]) -> None:
+        # Only the consumer (reads and acks, one at a time) keeps the delivery bookkeeping;
+        # the lock guards what appends on the event loop share, and is held for no longer
+        # than a few list operations, so the gateway never waits on a batch's ack.
+        self._acked.update(int(i) for i in ids)
+        committed = self._committed
+        while self._delivered and self._delivered[0][0] in self._acked:
+            offset, committed = self._delivered.popleft()
+            self._acked.discard(offset)
+        if committed == self._committed:
+            return
+        tmp = self.directory / f"{_COMMIT_FILE}.tmp"
+        tmp.write_text(str(committed))
+        tmp.replace(self.directory / _COMMIT_FILE)
+        self._committed = committed
+        # Whole segments before the commit point are no longer needed.
+        done: list[int] = []
         with self._lock:
-            self._acked.update(int(i) for i in ids)
-            committed = self._committed
-            while self._delivered and self._delivered[0][0] in self._acked:
-                offset, committed = self._delivered.popleft()
-                self._acked.discard(offset)
-            if committed == self._committed:
-                return
-            tmp = self.directory / f"{_COMMIT_FILE}.tmp"
-            tmp.write_text(str(committed))
-            tmp.replace(self.directory / _COMMIT_FILE)
-            self._committed = committed
-            # Whole segments before the commit point are no longer needed.
             while len(self._segments) > 1 and self._segments[1] <= committed:
-                self._path(self._segments.pop(0)).unlink(missing_ok=True)
+                done.append(self._segments.pop(0))
+        for base in done:
+            self._path(base).unlink(missing_ok=True)
 
     async def ack(self, ids: Sequence[str]) -> None:
         """Acknowledge; the committed offset moves over every acked prefix."""
@@ -458,17 +464,18 @@ class SpoolBuffer:
         return await asyncio.to_thread(self._stats_sync)
 
     def _stats_sync(self) -> BufferStats:
-        with self._lock:
-            waiting = 0
-            for base in self._segments:
-                path = self._path(base)
-                if not path.exists():
-                    continue
-                with path.open("rb") as handle:
-                    start = max(self._position - base, 0)
-                    handle.seek(start)
-                    waiting += handle.read().count(b"\n") if start < path.stat().st_size else 0
-            return BufferStats(waiting=waiting, pending=len(self._delivered))
+        with self._lock:  # a snapshot; the files are read without holding up appends
+            segments, position, end = list(self._segments), self._position, self._end
+        waiting = 0
+        for index, base in enumerate(segments):
+            stop = segments[index + 1] if index + 1 < len(segments) else end
+            start = max(position - base, 0)
+            if start >= stop - base:
+                continue
+            with contextlib.suppress(FileNotFoundError), self._path(base).open("rb") as handle:
+                handle.seek(start)
+                waiting += handle.read(stop - base - start).count(b"\n")
+        return BufferStats(waiting=waiting, pending=len(self._delivered))
 
     async def close(self) -> None:
         """Sync what is written (files are opened per call: nothing else to release)."""

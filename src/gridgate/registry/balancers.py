@@ -101,7 +101,9 @@ def _weighted(endpoints: Sequence[E], exclude: Collection[str]) -> list[tuple[E,
 
 def _prune(state: dict[str, int], endpoints: Sequence[Endpoint]) -> None:
     """Forget instances that left the endpoint list, so a returning one starts afresh."""
-    if state:
+    # Every pick gives each current candidate an entry: more entries than endpoints means
+    # some left (the check spares building a set on every call).
+    if len(state) > len(endpoints):
         for stale in state.keys() - {e.instance_id for e in endpoints}:
             del state[stale]
 
@@ -142,6 +144,9 @@ class RoundRobin(_NoTracking):
         exclude: Collection[str] = (),
     ) -> E | None:
         """The next endpoint in the weighted rotation; ``key`` is ignored."""
+        if len(endpoints) == 1:  # one instance: no rotation to keep
+            only = endpoints[0]
+            return None if only.instance_id in exclude else only
         _prune(self._current, endpoints)
         weighted = _weighted(endpoints, exclude)
         return _smooth_pick(self._current, weighted) if weighted else None

@@ -171,6 +171,8 @@ class _Connection(asyncio.Protocol):
         #: After an answer that leaves part of the request unread: read and drop what still
         #: arrives until then, so the client gets to read the answer (nginx's lingering close).
         self.linger_until = 0.0
+        #: A request read while another was answered asked for 100 Continue.
+        self.continue_owed = False
 
     # -- asyncio ------------------------------------------------------------------------------
 
@@ -202,6 +204,9 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.stop_reading:
             return
+        # A read that starts inside a head counts toward it; one that starts after a body
+        # (pipelining) is not counted, so another request's body is never taken for a head.
+        in_head = self.reading and not self.head_done
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -210,7 +215,7 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError:
             self.fail(MalformedRequest("the request is not valid HTTP/1.1"))
             return
-        if self.reading and not self.head_done and not self.stop_reading:
+        if in_head and self.reading and not self.head_done and not self.stop_reading:
             self.head_bytes += len(data)
             if self.head_bytes > self.limits.max_head_bytes:
                 self.fail(HeadersTooLarge("the request line and headers are too large"))
@@ -218,6 +223,8 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.stop_reading:
+            return  # bytes after an error or a refused body: never handled
         self.reading = True
         self.head_done = False
         self.head_bytes = 0
@@ -234,6 +241,8 @@ class _Connection(asyncio.Protocol):
         self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if not self.reading:
+            return
         self.head_done = True
         limits = self.limits
         raw = self.raw_headers
@@ -253,8 +262,11 @@ class _Connection(asyncio.Protocol):
                     return
             elif name == "expect" and value.lower() == "100-continue":
                 expect = True
-        if expect and not self.busy and self.transport is not None:
-            self.transport.write(_CONTINUE)
+        if expect and self.parser.get_http_version() != "1.0":
+            if self.busy:
+                self.continue_owed = True  # sent once the answers before it are written
+            elif self.transport is not None:
+                self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         if self.stop_reading:
@@ -338,7 +350,12 @@ class _Connection(asyncio.Protocol):
             keep_alive = keep_alive and not self.server.stopping
             if self.stop_reading and not self.pending and self.final is None:
                 keep_alive = False
-            self.write(response, keep_alive=keep_alive, head=request.method == "HEAD")
+            self.write(
+                response,
+                keep_alive=keep_alive,
+                head=request.method == "HEAD",
+                http10=request.http_version == "1.0",
+            )
             if not keep_alive:
                 if request.rejected is not None:
                     self.linger()
@@ -359,11 +376,31 @@ class _Connection(asyncio.Protocol):
         self.idle_since = self.loop.time()
         if self.final is not None:
             self.fail(self.final)
+        elif self.continue_owed:
+            self.continue_owed = False
+            if self.reading and self.transport is not None and not self.transport.is_closing():
+                self.transport.write(_CONTINUE)
 
-    def write(self, response: Response, *, keep_alive: bool, head: bool) -> None:
+    def write(
+        self, response: Response, *, keep_alive: bool, head: bool, http10: bool = False
+    ) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        try:
+            data = self.head(response, keep_alive=keep_alive, http10=http10)
+        except ValueError as error:  # the handler's bug: a 500, never a broken answer
+            _log.error("http_answer_unwritable", error=str(error))
+            response = problem_answer(GridgateError())
+            data = self.head(response, keep_alive=keep_alive, http10=http10)
+        body = response.body
+        if head or not body or response.status in _NO_BODY_STATUS or response.status < 200:
+            transport.write(data)
+        else:
+            transport.write(data + body)
+
+    def head(self, response: Response, *, keep_alive: bool, http10: bool) -> bytes:
+        """Status line and headers; ValueError when a header cannot be sent as it is."""
         status = response.status
         lines = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"]
         dated = False
@@ -371,16 +408,20 @@ class _Connection(asyncio.Protocol):
             lines.append(f"{name}: {value}\r\n")
             if name == "date":
                 dated = True
-        body = response.body
-        if status in _NO_BODY_STATUS or status < 200:
-            body = b""
-        else:
-            lines.append(f"content-length: {len(body)}\r\n")
+        if status >= 200 and status not in _NO_BODY_STATUS:
+            lines.append(f"content-length: {len(response.body)}\r\n")
         if not dated:
             lines.append(self.server.date_line)
-        lines.append("\r\n" if keep_alive else "connection: close\r\n\r\n")
-        data = "".join(lines).encode("latin-1")
-        transport.write(data if head or not body else data + body)
+        if not keep_alive:
+            lines.append("connection: close\r\n")
+        elif http10:
+            lines.append("connection: keep-alive\r\n")
+        lines.append("\r\n")
+        text = "".join(lines)
+        # One line per header: a CR or LF inside a name or value would split the answer.
+        if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+            raise ValueError("a header name or value holds a line break")
+        return text.encode("latin-1")  # UnicodeEncodeError is a ValueError
 
     def close(self) -> None:
         self.stop_reading = True
@@ -460,7 +501,7 @@ class HttpServer:
         if self._server is not None:
             self._server.close()
         for connection in list(self.connections):
-            if not connection.busy:
+            if not connection.busy or connection.linger_until:
                 connection.close()
         if self.connections:
             self._all_closed = asyncio.Event()
@@ -486,7 +527,7 @@ async def request_from_asgi(scope: Scope, receive: Receive, max_body_bytes: int)
     client = scope.get("client") or ("", 0)
     request = Request(
         method=scope["method"],
-        path=scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+        path=(scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
         query=scope.get("query_string", b"").decode("latin-1"),
         headers=headers,
         body=b"",
@@ -514,7 +555,11 @@ async def request_from_asgi(scope: Scope, receive: Receive, max_body_bytes: int)
 
 async def send_asgi(send: Send, response: Response) -> None:
     """Send ``response`` as ASGI messages."""
-    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    raw = [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in response.headers
+        if k != "content-length"
+    ]
     raw.append((b"content-length", str(len(response.body)).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": raw})
     await send({"type": "http.response.body", "body": response.body})
