@@ -6,15 +6,18 @@ Three servers answer the same ``GET /api/v1/bench/{customer_no}`` with the same 
 (b) nginx ``proxy_pass`` to a backend nginx over keep-alive connections, the reference proxy;
 (c) the real gateway (``gridgate serve gateway``: route, channel signature + nonce, customer
     token, level check, rate limit, concurrency gate, dispatch, access log) to that backend,
-    which it finds through a real registry node (``gridgate serve registry``).
+    which it finds through a real registry node (``gridgate serve registry``);
+(d) the floor under (c): the gateway's own HTTP/1.1 server and upstream pool forwarding to the
+    backend with nothing between them (``gridgate.bench.passthrough``) — what Python's
+    transport alone costs, so that (c) − (d) is the gateway's own work.
 
-The measured server — the front nginx (one worker) for (a) and (b), the gateway for (c) — runs
-alone on core 0. Everything else — the backend nginx (one worker, also serving the JWKS), the
-registry node, ``wrk`` and this process with the backend's heartbeat — is pinned to core 1, so
-the figures are what one core of each does. Each server gets ``wrk -t1 -c32`` (maximum
-throughput), then (b) and (c) a paced run (``lua/pace.lua``, 8 connections) at about half of the
-gateway's maximum rate, for the p99 latency the gateway adds at that load (wrk2 is not
-available).
+The measured server — the front nginx (one worker) for (a) and (b), the gateway for (c), the
+floor for (d) — runs alone on core 0. Everything else — the backend nginx (one worker, also
+serving the JWKS), the registry node, ``wrk`` and this process with the backend's heartbeat —
+is pinned to core 1, so the figures are what one core of each does. Each server gets
+``wrk -t1 -c32`` (maximum throughput), then (b) and (c) a paced run (``lua/pace.lua``, 8
+connections) at about half of the gateway's maximum rate, for the p99 latency the gateway adds
+at that load (wrk2 is not available).
 
 Every request to the gateway is signed with a nonce of its own: they are pre-signed into a file
 per wrk run (``rate`` per second of the run), which ``lua/gateway.lua`` walks through once.
@@ -358,6 +361,7 @@ class _Servers:
     gateway_url: str
     front_pid: int
     gateway_pid: int
+    backend_port: int
     secret: str
     token: str
 
@@ -478,15 +482,56 @@ def _start(
         return answer.status_code == 200 and answer.content == body.encode()
 
     _wait_until(gateway_answers, "the gateway (signed, token-checked call through to nginx)")
+
     return _Servers(
         direct_url=f"http://127.0.0.1:{direct_port}{PATH_PREFIX}{_customer(1)}",
         proxy_url=f"http://127.0.0.1:{proxy_port}{PATH_PREFIX}{_customer(1)}",
         gateway_url=gateway_url,
         front_pid=front_pid,
         gateway_pid=gateway.pid,
+        backend_port=backend_port,
         secret=secret,
         token=token,
     )
+
+
+def _start_floor(
+    work: Path, procs: _Processes, backend_port: int
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """The floor proxy (d) on core 0, answering; its URL and process (stop it after use)."""
+    port = _free_port()
+    floor = procs.start(
+        NODE_CORE,
+        [sys.executable, "-m", "gridgate.bench.passthrough", str(port), str(backend_port)],
+        log=work / "floor.log",
+    )
+    url = f"http://127.0.0.1:{port}{PATH_PREFIX}{_customer(1)}"
+    expected = backend_body().encode()
+
+    def answers() -> bool:
+        if floor.poll() is not None:
+            raise RuntimeError("the floor proxy exited")
+        return httpx.get(url).content == expected
+
+    _wait_until(answers, "the floor proxy")
+    return url, floor
+
+
+def _measure_floor(
+    work: Path,
+    procs: _Processes,
+    backend_port: int,
+    duration: int,
+    run: Callable[[str, int, int, int], _WrkRun],
+) -> _WrkRun:
+    """Start the floor, warm it up, measure it with ``run(url, seconds, pace_ms, pid)``, stop it."""
+    url, floor = _start_floor(work, procs, backend_port)
+    try:
+        run(url, 2, 0, floor.pid)
+        return run(url, duration, 0, floor.pid)
+    finally:
+        floor.terminate()
+        floor.wait(timeout=10)
 
 
 # -- the benchmark ---------------------------------------------------------------------------
@@ -519,11 +564,11 @@ def run_gateway_bench(
         servers = _start(work, procs, first, duration, say)
         runs = 0
 
-        def nginx(url: str, seconds: int, pace_ms: int = 0) -> _WrkRun:
+        def nginx(url: str, seconds: int, pace_ms: int = 0, pid: int = 0) -> _WrkRun:
             paced = pace_ms > 0
             return _wrk(
                 procs,
-                servers.front_pid,
+                pid or servers.front_pid,
                 _script(work, "plain.lua", paced=paced),
                 url,
                 [],
@@ -562,6 +607,9 @@ def run_gateway_bench(
         proxy = nginx(servers.proxy_url, duration)
         say(f"(c) gateway, {duration} s")
         full = gateway(duration)
+        # The floor runs only now, so that (c) has core 0 to itself (the gateway idles now).
+        say(f"(d) floor: gridgate's server + pool alone, {duration} s")
+        floor = _measure_floor(work, procs, servers.backend_port, duration, nginx)
 
         target = half_rate or max(1, round(full.rate / 2))
         # Each connection sends one request per pace: 0 .. 2 × pace_ms of wait, then the call.
@@ -582,6 +630,12 @@ def run_gateway_bench(
         Row("(a) nginx direct, RPS per core", f"{direct.rate:,.0f}", direct.detail()),
         Row("(b) nginx proxy_pass, RPS per core", f"{proxy.rate:,.0f}", proxy.detail()),
         Row("(c) gridgate gateway, RPS per core", f"{full.rate:,.0f}", full.detail()),
+        Row(
+            "(d) floor: gridgate's server + pool alone, RPS per core",
+            f"{floor.rate:,.0f}",
+            floor.detail() + f"; d / b = {floor.rate / proxy.rate if proxy.rate else 0:.2f}×, "
+            f"c / d = {full.rate / floor.rate if floor.rate else 0:.2f}×",
+        ),
         Row(
             "c / b",
             f"{ratio:.2f}×",

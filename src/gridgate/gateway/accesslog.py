@@ -6,12 +6,14 @@ A full buffer drops the record and counts it: the request path never waits for l
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
 
-__all__ = ["AccessLogSink", "AccessRecord"]
+__all__ = ["AccessLogSink", "AccessRecord", "utc_now_iso"]
 
 _log = structlog.get_logger("gridgate.gateway.accesslog")
 
@@ -42,3 +44,18 @@ class AccessLogSink(Protocol):
     def offer(self, record: AccessRecord) -> bool:
         """Take ``record`` or drop it at once."""
         ...
+
+
+_second: list[tuple[int, str]] = [(-1, "")]
+
+
+def utc_now_iso() -> str:
+    """Now as ``datetime.now(UTC).isoformat()`` writes it, with the date part made once a
+    second (this runs for every request)."""
+    now = time.time()
+    second = int(now)
+    cached, prefix = _second[0]
+    if second != cached:
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0] = (second, prefix)
+    return f"{prefix}.{int((now - second) * 1_000_000):06d}+00:00"

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import structlog
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gridgate.errors import GridgateError
-from gridgate.gateway.accesslog import AccessLogSink, AccessRecord
+from gridgate.gateway.accesslog import AccessLogSink, AccessRecord, utc_now_iso
 from gridgate.gateway.flow import Gates
 from gridgate.gateway.snapshot import SnapshotHolder
 from gridgate.gateway.stages import Exchange, Stage
@@ -203,7 +202,7 @@ class GatewayApp:
         self.sink.offer(
             AccessRecord(
                 trace_id=exchange.trace_id,
-                time=datetime.now(UTC).isoformat(),
+                time=utc_now_iso(),
                 channel=exchange.channel.code if exchange.channel else None,
                 interface=exchange.interface.code if exchange.interface else None,
                 account=exchange.claims.account_id if exchange.claims else None,

@@ -202,6 +202,18 @@ class _Origin:
         self.busy = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
 
+    def take_idle(self, now: float) -> _Connection | None:
+        """An idle connection with a slot, if the cap allows one now (no suspension)."""
+        if self.busy >= self.pool.per_origin or self.waiters:
+            return None
+        while self.idle:
+            connection = self.idle.pop()
+            if not connection.closed and now - connection.idle_since < self.pool.idle_timeout_s:
+                self.busy += 1
+                return connection
+            connection.abort()
+        return None
+
     async def acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
         """A connection of this origin for one call (waits while the cap is reached)."""
         if self.busy >= self.pool.per_origin:
@@ -317,7 +329,7 @@ class UpstreamPool:
         origin = self._origins.get((host, port))
         if origin is None:
             origin = self._origins[(host, port)] = _Origin(self, host, port)
-        connection = await origin.acquire(loop, deadline)
+        connection = origin.take_idle(loop.time()) or await origin.acquire(loop, deadline)
         waiter: asyncio.Future[RawAnswer] = loop.create_future()
         connection.start(waiter, head=method == "HEAD")
         timer = loop.call_at(deadline, connection.expire)

@@ -233,9 +233,19 @@ def _request_head(outbound: Outbound) -> str:
 
 def _answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """The answer's headers to pass on: not hop-by-hop, not the gateway's own."""
+    names = _NAMES
     headers = []
     for name, value in raw:
-        lowered = name.decode("latin-1").lower()
+        lowered = names.get(name)
+        if lowered is None:
+            lowered = name.decode("latin-1").lower()
+            if len(names) < _MAX_NAMES:  # business systems use a handful of header names
+                names[name] = lowered
         if lowered not in HOP_BY_HOP and lowered not in SET_BY_GATEWAY:
             headers.append((lowered, value.decode("latin-1")))
     return headers
+
+
+#: Header names as received → lower-case text, learnt as answers come.
+_NAMES: dict[bytes, str] = {}
+_MAX_NAMES = 4096
