@@ -22,6 +22,7 @@ __all__ = ["Listener", "ListenerError", "bind", "serve"]
 _log = structlog.get_logger("gridgate.server")
 #: Allocations between two collections of the youngest generation (CPython's default: 700).
 _GC_FIRST_GENERATION = 50_000
+_BACKLOG = 2048
 
 
 class ListenerError(Exception):
@@ -63,6 +64,9 @@ def bind(listeners: Iterable[Listener]) -> None:
                     f"the {listener.name} listener cannot use {listener.host}:{listener.port}: "
                     f"{exc.strerror}"
                 ) from None
+            # Listening from now on: a caller that comes before the server starts waits in
+            # the backlog instead of being refused.
+            sock.listen(_BACKLOG)
             listener.sock = sock
             listener.port = sock.getsockname()[1]
     except ListenerError:
@@ -89,13 +93,6 @@ async def serve(
 
     ``background`` tasks get an event set at shutdown and should return soon after.
     """
-    # What start-up made (modules, apps, settings) lives as long as the process: the cyclic
-    # collector need not walk it again, which cut its longest pause in the gateway from
-    # ~150 ms to ~8 ms (docs/decisions.md). A larger first generation means far fewer
-    # collections: a request's objects are freed by reference counting long before.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(_GC_FIRST_GENERATION, *gc.get_threshold()[1:])
     servers = []
     native: list[tuple[HttpServer, Listener]] = []
     for listener in listeners:
@@ -135,6 +132,13 @@ async def serve(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
+    # What start-up made (modules, apps, settings) lives as long as the process: the cyclic
+    # collector need not walk it again, which cut its longest pause in the gateway from
+    # ~150 ms to ~8 ms (docs/decisions.md). A larger first generation means far fewer
+    # collections: a request's objects are freed by reference counting long before.
+    gc.collect()  # the sockets listen already: callers queue meanwhile
+    gc.freeze()
+    gc.set_threshold(_GC_FIRST_GENERATION, *gc.get_threshold()[1:])
     tasks = [
         asyncio.create_task(server.serve(sockets=[lst.sock] if lst.sock else None))
         for server, lst in servers

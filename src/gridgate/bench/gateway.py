@@ -15,7 +15,7 @@ The measured server — the front nginx (one worker) for (a) and (b), the gatewa
 floor for (d) — runs alone on core 0. Everything else — the backend nginx (one worker, also
 serving the JWKS), the registry node, ``wrk`` and this process with the backend's heartbeat —
 is pinned to core 1, so the figures are what one core of each does. Each server gets
-``wrk -t1 -c32`` (maximum throughput), then (b) and (c) a paced run (``lua/pace.lua``, 8
+``wrk -t1 -c32`` (maximum throughput), then (b) and (c) a paced run (``lua/pace.lua``, 16
 connections) at about half of the gateway's maximum rate, for the p99 latency the gateway adds
 at that load (wrk2 is not available).
 
@@ -71,7 +71,9 @@ SERVICE = "bench-backend"
 PATH_PREFIX = "/api/v1/bench/"
 KID = "bench-1"
 _CONNECTIONS = 32
-_PACED_CONNECTIONS = 8
+_PACED_CONNECTIONS = 16
+#: A call's own time at moderate load, which each paced connection adds to its pace.
+_PACED_CALL_MS = 0.5
 _CUSTOMERS = 1000
 _BODY_BYTES = 1024
 #: Pre-signed requests per second of a gateway run: far above what one core can serve.
@@ -613,7 +615,8 @@ def run_gateway_bench(
 
         target = half_rate or max(1, round(full.rate / 2))
         # Each connection sends one request per pace: 0 .. 2 × pace_ms of wait, then the call.
-        pace_ms = max(1, round(1000 * _PACED_CONNECTIONS / target))
+        # wrk's delay() takes whole milliseconds: 16 connections keep the rounding small.
+        pace_ms = max(1, round(1000 * _PACED_CONNECTIONS / target - _PACED_CALL_MS))
         say(f"(b) and (c) paced to ~{target:,} requests/s, {duration} s each")
         proxy_half = nginx(servers.proxy_url, duration, pace_ms)
         gateway_half = gateway(duration, pace_ms)

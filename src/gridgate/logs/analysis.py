@@ -30,6 +30,8 @@ from gridgate.storage.models import utcnow
 __all__ = ["Analyzer", "HourResult", "digest"]
 
 _log = structlog.get_logger("gridgate.logs.analysis")
+#: Rows per insert statement when saving an hour.
+_INSERT_SLICE = 1000
 # Times leave DuckDB as microseconds: its timezone-aware values would need pytz.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -162,8 +164,12 @@ class Analyzer:
                 (ErrorHour, result.errors),
                 (AccountAction, result.actions),
             ):
-                if rows:
-                    await session.execute(insert(model), rows)
+                # In slices, with the event loop free between them: in a gateway process an
+                # hour of account actions is one row per signed-in request, and one insert of
+                # them all would hold up every request for as long as it takes.
+                for start in range(0, len(rows), _INSERT_SLICE):
+                    await session.execute(insert(model), rows[start : start + _INSERT_SLICE])
+                    await asyncio.sleep(0)
             session.add(
                 AnalyzedHour(
                     hour=hour,

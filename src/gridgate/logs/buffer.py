@@ -16,6 +16,8 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import accumulate, islice
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, overload
 
@@ -263,6 +265,11 @@ def _sync_files(paths: list[Path]) -> None:
                 os.close(fd)
 
 
+_PLUS_ONE = (1).__add__  # a line's length and its newline
+_OFFSET = "{:020d}".format  # an entry id: the line's offset, sorting as text
+_new_entry = partial(tuple.__new__, Entry)  # Entry((id, data)) without Python-level __new__
+
+
 class SpoolBuffer:
     """The buffer of one process: append-only segment files in the data dir (embedded mode).
 
@@ -391,11 +398,14 @@ class SpoolBuffer:
                 lines = self._lines(base, position, stop, count - len(entries))
                 if not lines:
                     break
-                for line in lines:
-                    after = position + len(line) + 1
-                    entries.append(Entry(f"{position:020d}", line))
-                    spans.append((position, after))
-                    position = after
+                # Built by C-level maps, not a Python loop per line: this runs on a worker
+                # thread of the gateway, and every bytecode it runs holds the GIL that the
+                # event loop needs.
+                bounds = list(accumulate(map(_PLUS_ONE, map(len, lines)), initial=position))
+                starts = bounds[:-1]
+                entries += map(_new_entry, zip(map(_OFFSET, starts), lines, strict=True))
+                spans += zip(starts, bounds[1:], strict=True)
+                position = bounds[-1]
         self._delivered.extend(spans)
         with self._lock:
             self._position = position
@@ -435,11 +445,24 @@ class SpoolBuffer:
         # Only the consumer (reads and acks, one at a time) keeps the delivery bookkeeping;
         # the lock guards what appends on the event loop share, and is held for no longer
         # than a few list operations, so the gateway never waits on a batch's ack.
-        self._acked.update(int(i) for i in ids)
+        offsets = list(map(int, ids))
+        delivered = self._delivered
+        count = len(offsets)
         committed = self._committed
-        while self._delivered and self._delivered[0][0] in self._acked:
-            offset, committed = self._delivered.popleft()
-            self._acked.discard(offset)
+        if (
+            not self._acked
+            and count <= len(delivered)
+            and delivered[0][0] == offsets[0]
+            and delivered[count - 1][0] == offsets[-1]
+        ):
+            # The usual case: the oldest batch, acknowledged whole and in order.
+            committed = delivered[count - 1][1]
+            self._delivered = deque(islice(delivered, count, None))
+        else:
+            self._acked.update(offsets)
+            while delivered and delivered[0][0] in self._acked:
+                offset, committed = delivered.popleft()
+                self._acked.discard(offset)
         if committed == self._committed:
             return
         tmp = self.directory / f"{_COMMIT_FILE}.tmp"
