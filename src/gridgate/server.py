@@ -133,6 +133,8 @@ async def serve(
         if stopping.is_set():
             for server, _ in servers:  # a second Ctrl-C: do not wait for open connections
                 server.force_exit = True
+            for native_server, _ in native:
+                native_server.abort()
         stopping.set()
         for server, _ in servers:
             server.should_exit = True

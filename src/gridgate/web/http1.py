@@ -494,6 +494,12 @@ class HttpServer:
             for connection in list(self.connections):
                 connection.sweep(now)
 
+    def abort(self) -> None:
+        """Close every connection now, answered or not (a second Ctrl-C)."""
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+
     async def stop(self, timeout_s: float) -> None:
         """Stop accepting, close idle connections, let running requests finish (up to
         ``timeout_s``), then close whatever is left."""

@@ -704,6 +704,19 @@ async def test_stop_gives_up_on_requests_that_take_too_long(served: Served) -> N
     assert not served.server.connections
 
 
+async def test_abort_cuts_a_stop_short(served: Served) -> None:
+    running, _ = await served.send(request("/sleep/30"))
+    await until(lambda: len(served.app.requests) == 1)
+    stopping = asyncio.create_task(served.server.stop(GUARD_S))
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # waiting for the running request
+    served.server.abort()  # a second Ctrl-C
+    await asyncio.wait_for(stopping, 1)
+    with contextlib.suppress(ConnectionResetError):
+        assert await read_rest(running) == b""
+    assert not served.server.connections
+
+
 @pytest.mark.parametrize(
     "headers",
     [
