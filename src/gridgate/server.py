@@ -15,14 +15,13 @@ import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
-from gridgate.web.http1 import Handler, HttpServer
+from gridgate.web.http1 import BACKLOG, KEEP_ALIVE_S, Handler, HttpServer
 
 __all__ = ["Listener", "ListenerError", "bind", "serve", "tune_gc"]
 
 _log = structlog.get_logger("gridgate.server")
 #: Allocations between two collections of the youngest generation (CPython's default: 700).
 _GC_FIRST_GENERATION = 50_000
-_BACKLOG = 2048
 
 
 def tune_gc() -> None:
@@ -79,7 +78,7 @@ def bind(listeners: Iterable[Listener]) -> None:
                 ) from None
             # Listening from now on: a caller that comes before the server starts waits in
             # the backlog instead of being refused.
-            sock.listen(_BACKLOG)
+            sock.listen(BACKLOG)
             listener.sock = sock
             listener.port = sock.getsockname()[1]
     except ListenerError:
@@ -120,9 +119,7 @@ async def serve(
             log_config=None,
             access_log=False,
             server_header=False,
-            # Longer than any client's idle time between calls (heartbeats every 5 s): a
-            # connection closed by the server just as a client reuses it fails that call.
-            timeout_keep_alive=65,
+            timeout_keep_alive=int(KEEP_ALIVE_S),
             timeout_graceful_shutdown=max(1, int(shutdown_timeout_s)),
         )
         servers.append((_QuietServer(config), listener))

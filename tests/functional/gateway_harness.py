@@ -72,6 +72,8 @@ class Upstream:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @dataclass
@@ -207,7 +209,6 @@ async def gateway(
     parts = GatewayParts.build(runtime, verifier=verifier, revocations=revocations)
     source = StaticInstances({"svc": [upstreams["u1"].info(), upstreams["u2"].info()]})
     parts.dispatcher.source = source
-    await parts.dispatcher.start()
     async with runtime.db.transaction() as session:
         catalog = CatalogService(session, runtime.box, Actor("test"))
         await catalog.create_business_system(

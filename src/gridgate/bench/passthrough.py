@@ -16,11 +16,10 @@ import sys
 import uvloop
 
 from gridgate.gateway.pool import UpstreamPool
+from gridgate.gateway.upstream import answer_headers
 from gridgate.web.http1 import HttpServer, Limits, Request, Response
 
 __all__ = ["Passthrough"]
-
-_HOP_BY_HOP = frozenset({b"connection", b"content-length", b"keep-alive", b"transfer-encoding"})
 
 
 class Passthrough:
@@ -33,7 +32,7 @@ class Passthrough:
         self.pool = UpstreamPool()
 
     async def handle(self, request: Request) -> Response:
-        """The upstream's answer, minus hop-by-hop headers."""
+        """The upstream's answer, its headers filtered as the gateway filters them."""
         target = request.path + (f"?{request.query}" if request.query else "")
         head = f"{request.method} {target} HTTP/1.1\r\n"
         if request.body:
@@ -46,12 +45,7 @@ class Passthrough:
             deadline=self.pool.loop.time() + 5,
             method=request.method,
         )
-        headers = [
-            (name.decode("latin-1").lower(), value.decode("latin-1"))
-            for name, value in answer.headers
-            if name.lower() not in _HOP_BY_HOP
-        ]
-        return Response(answer.status, headers, answer.body)
+        return Response(answer.status, answer_headers(answer.headers), answer.body)
 
 
 async def _serve(port: int, upstream_port: int) -> None:

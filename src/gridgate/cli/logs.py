@@ -7,18 +7,16 @@ second; run ``flush`` by hand when it is stopped. With Redis any node may flush 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, select
 
-from gridgate.errors import ConfigurationError
+from gridgate.cli.common import ConfigOpt, DataDirOpt, out, run_coroutine, settings_from
 from gridgate.logs.analysis import Analyzer
 from gridgate.logs.batcher import Batcher
 from gridgate.logs.buffer import LogBuffer
@@ -26,23 +24,12 @@ from gridgate.logs.models import AnalyzedHour
 from gridgate.logs.service import build_buffer, default_storage_url
 from gridgate.logs.storage import ParquetStore
 from gridgate.runtime import Runtime
-from gridgate.settings import Settings, load_settings
+from gridgate.settings import Settings
 
 __all__ = ["logs_app"]
 
 logs_app = typer.Typer(help="The access-log pipeline: buffer, Parquet, analysis.")
-out = Console()
-err = Console(stderr=True)
 T = TypeVar("T")
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", help="TOML settings file (also GRIDGATE_CONFIG).", show_default=False),
-]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Data directory (also GRIDGATE_DATA_DIR).", show_default=False),
-]
 StorageOpt = Annotated[
     str | None,
     typer.Option(
@@ -51,20 +38,6 @@ StorageOpt = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _settings(config: Path | None, data_dir: Path | None) -> Settings:
-    try:
-        settings = load_settings(config, data_dir=data_dir)
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return settings.with_development_keys()
-    except ConfigurationError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 async def _with_pipeline(
@@ -88,7 +61,7 @@ def status(
     config: ConfigOpt = None, data_dir: DataDirOpt = None, storage: StorageOpt = None
 ) -> None:
     """Show what waits in the buffer, what the Parquet store holds and how far analysis is."""
-    settings = _settings(config, data_dir)
+    settings = settings_from(config, data_dir=data_dir)
 
     async def work(
         runtime: Runtime, buffer: LogBuffer, store: ParquetStore
@@ -114,7 +87,7 @@ def status(
         ]
 
     table = Table(title="gridgate access-log pipeline", show_header=False)
-    for name, value in _run(_with_pipeline(settings, storage, work)):
+    for name, value in run_coroutine(_with_pipeline(settings, storage, work)):
         table.add_row(name, value)
     out.print(table)
 
@@ -127,12 +100,12 @@ def flush(
     consumer: Annotated[str, typer.Option(help="Consumer name in the group.")] = "cli",
 ) -> None:
     """Move everything waiting in the buffer into Parquet files now."""
-    settings = _settings(config, data_dir)
+    settings = settings_from(config, data_dir=data_dir)
 
     async def work(_runtime: Runtime, buffer: LogBuffer, store: ParquetStore) -> int:
         return await Batcher(buffer, store, consumer=consumer).drain()
 
-    moved = _run(_with_pipeline(settings, storage, work))
+    moved = run_coroutine(_with_pipeline(settings, storage, work))
     out.print(f"moved [bold]{moved:,}[/] records into Parquet")
 
 
@@ -146,7 +119,7 @@ def analyze(
     ] = None,
 ) -> None:
     """Recompute the hours whose Parquet files changed (with a progress bar)."""
-    settings = _settings(config, data_dir)
+    settings = settings_from(config, data_dir=data_dir)
 
     async def work(runtime: Runtime, _buffer: LogBuffer, store: ParquetStore) -> tuple[int, int]:
         analyzer = Analyzer(store, runtime.db)
@@ -170,5 +143,5 @@ def analyze(
             await analyzer.analyze(due, progress=advance)
         return len(due), records
 
-    hours, records = _run(_with_pipeline(settings, storage, work))
+    hours, records = run_coroutine(_with_pipeline(settings, storage, work))
     out.print(f"analysed [bold]{hours:,}[/] hours, {records:,} records")

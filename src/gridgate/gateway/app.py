@@ -71,7 +71,6 @@ class GatewayApp:
         self.dispatcher = dispatcher
         self.sink = sink
         self.probes = probes
-        self.max_body_bytes = max_body_bytes
         self.limits = Limits(max_body_bytes=max_body_bytes)
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.trusted_proxies = frozenset(trusted_proxies)
@@ -128,7 +127,7 @@ class GatewayApp:
         if scope["type"] != "http" or scope["path"] in _PROBES:
             await self.probes(scope, receive, send)
             return
-        request = await request_from_asgi(scope, receive, self.max_body_bytes)
+        request = await request_from_asgi(scope, receive, self.limits.max_body_bytes)
         await send_asgi(send, await self.handle(request))
 
     async def _dispatch(self, exchange: Exchange) -> Response:

@@ -101,12 +101,6 @@ class ConcurrencyGate:
                 return True
         return False
 
-    def _release(self) -> None:
-        # Hand the slot over unless the limit was lowered below the holders still running.
-        if self._running <= self._limit and self._wake_first():
-            return
-        self._running -= 1
-
     def _refuse(self, detail: str) -> Overloaded:
         return Overloaded(detail, retry_after=self.retry_after)
 
@@ -119,16 +113,17 @@ class ConcurrencyGate:
 
     def release(self) -> None:
         """Give back a slot taken with :meth:`try_acquire` or :meth:`acquire`."""
-        self._release()
+        # Hand the slot over unless the limit was lowered below the holders still running.
+        if self._running <= self._limit and self._wake_first():
+            return
+        self._running -= 1
 
     async def acquire(self, max_wait_s: float | None = None) -> float:
-        """Take a slot, waiting in line if need be; the seconds waited."""
-        return await self._acquire(self._max_wait_s if max_wait_s is None else max_wait_s)
-
-    async def _acquire(self, max_wait_s: float) -> float:
-        if self._running < self._limit and not self._waiters:
-            self._running += 1
+        """Take a slot, waiting in line if need be; the seconds waited (``max_wait_s``
+        overrides the gate's own)."""
+        if self.try_acquire():
             return 0.0
+        max_wait_s = self._max_wait_s if max_wait_s is None else max_wait_s
         if len(self._waiters) >= self._max_queue or max_wait_s <= 0:
             raise self._refuse("too many requests are waiting")
         loop = asyncio.get_running_loop()
@@ -145,7 +140,7 @@ class ConcurrencyGate:
             raise self._refuse(f"no slot within {max_wait_s:g} s") from None
         except BaseException:
             if waiter.done() and not waiter.cancelled():
-                self._release()  # handed a slot while being cancelled: pass it on
+                self.release()  # handed a slot while being cancelled: pass it on
             else:
                 self._waiters.pop(waiter, None)
             raise
@@ -154,11 +149,11 @@ class ConcurrencyGate:
     @asynccontextmanager
     async def slot(self, *, max_wait_s: float | None = None) -> AsyncIterator[float]:
         """Hold a slot for the block; yields the seconds waited (``max_wait_s`` overrides)."""
-        waited_s = await self._acquire(self._max_wait_s if max_wait_s is None else max_wait_s)
+        waited_s = await self.acquire(max_wait_s)
         try:
             yield waited_s
         finally:
-            self._release()
+            self.release()
 
 
 class Gates:
@@ -300,7 +295,7 @@ class _LocalWindows:
             times.popleft()
         return times
 
-    def hit(self, key: str, amount: int, window_s: int) -> float | None:
+    async def hit(self, key: str, amount: int, window_s: int) -> float | None:
         """Count one hit; ``None`` when it fits, else the seconds until one would."""
         now = self._clock()
         times = self._times(key, window_s, now)
@@ -312,7 +307,8 @@ class _LocalWindows:
             self._sweep(now)
         return None
 
-    def allows(self, key: str, amount: int, window_s: int) -> bool:
+    async def allows(self, key: str, amount: int, window_s: int) -> bool:
+        """Whether one more hit would fit now."""
         return len(self._times(key, window_s, self._clock())) < amount
 
     def _sweep(self, now: float) -> None:
@@ -320,6 +316,25 @@ class _LocalWindows:
         stale = [k for k, times in self._hits.items() if not times or times[-1] <= now - k[1]]
         for key in stale:
             del self._hits[key]
+
+
+class _SharedWindows:
+    """The same two calls over ``limits``' moving window in Redis (its Lua script)."""
+
+    def __init__(self, limiter: MovingWindowRateLimiter) -> None:
+        self._limiter = limiter
+
+    async def hit(self, key: str, amount: int, window_s: int) -> float | None:
+        """Count one hit; ``None`` when it fits, else the seconds until one would."""
+        item = RateLimitItemPerSecond(amount, window_s)
+        if await self._limiter.hit(item, key):
+            return None
+        stats = await self._limiter.get_window_stats(item, key)
+        return stats.reset_time - time.time()
+
+    async def allows(self, key: str, amount: int, window_s: int) -> bool:
+        """Whether one more hit would fit now."""
+        return bool(await self._limiter.test(RateLimitItemPerSecond(amount, window_s), key))
 
 
 class RateLimiter:
@@ -337,20 +352,20 @@ class RateLimiter:
 
     def __init__(self, storage_uri: str = "memory://", *, key_prefix: str = "gg:rate") -> None:
         uri = limits_uri(storage_uri)
-        options: dict[str, Any] = {}
         self._pool: ConnectionPool | None = None
-        self._local: _LocalWindows | None = None
+        self._windows: _LocalWindows | _SharedWindows
         if uri.startswith("async+memory"):
-            self._local = _LocalWindows()
-        else:
-            # redis-py (with hiredis) is a dependency already; limits would default to coredis.
-            options.update(implementation="redispy", key_prefix=key_prefix)
-            scheme = uri.partition("://")[0]
-            if scheme in {"async+redis", "async+rediss", "async+redis+unix"}:
-                # Our own pool, so that close() can release its connections.
-                plain = uri.removeprefix("async+").replace("redis+unix://", "unix://", 1)
-                self._pool = options["connection_pool"] = ConnectionPool.from_url(plain)
-        self._limiter = MovingWindowRateLimiter(storage_from_string(uri, **options))
+            self._windows = _LocalWindows()
+            return
+        # redis-py (with hiredis) is a dependency already; limits would default to coredis.
+        options: dict[str, Any] = {"implementation": "redispy", "key_prefix": key_prefix}
+        scheme = uri.partition("://")[0]
+        if scheme in {"async+redis", "async+rediss", "async+redis+unix"}:
+            # Our own pool, so that close() can release its connections.
+            plain = uri.removeprefix("async+").replace("redis+unix://", "unix://", 1)
+            self._pool = options["connection_pool"] = ConnectionPool.from_url(plain)
+        storage = storage_from_string(uri, **options)
+        self._windows = _SharedWindows(MovingWindowRateLimiter(storage))
 
     async def hit(self, key: str, per_second: int, *, burst: int | None = None) -> None:
         """Count one request for ``key``; raise RateLimited if it is over the limit.
@@ -359,32 +374,21 @@ class RateLimiter:
         any ``ceil(burst / per_second)`` seconds, so a burst passes at once.
         """
         item = _item(per_second, burst)
-        if self._local is not None:
-            wait = self._local.hit(key, item.amount, item.get_expiry())
-            if wait is None:
-                return
-            retry_after = max(1, math.ceil(wait))
-        else:
-            if await self._limiter.hit(item, key):
-                return
-            stats = await self._limiter.get_window_stats(item, key)
-            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        wait = await self._windows.hit(key, item.amount, item.get_expiry())
+        if wait is None:
+            return
         raise RateLimited(
-            f"more than {item.amount} requests in {item.get_expiry()} s", retry_after=retry_after
+            f"more than {item.amount} requests in {item.get_expiry()} s",
+            retry_after=max(1, math.ceil(wait)),
         )
 
     async def allows(self, key: str, amount: int, window_s: int) -> bool:
         """Whether ``key`` may still happen (fewer than ``amount`` in the last ``window_s``)."""
-        if self._local is not None:
-            return self._local.allows(key, amount, window_s)
-        return bool(await self._limiter.test(RateLimitItemPerSecond(amount, window_s), key))
+        return await self._windows.allows(key, amount, window_s)
 
     async def count(self, key: str, amount: int, window_s: int) -> None:
         """Record one event of ``key`` against ``amount`` per ``window_s`` seconds."""
-        if self._local is not None:
-            self._local.hit(key, amount, window_s)
-            return
-        await self._limiter.hit(RateLimitItemPerSecond(amount, window_s), key)
+        await self._windows.hit(key, amount, window_s)
 
     async def close(self) -> None:
         """Release the Redis connections, if any."""

@@ -206,10 +206,16 @@ class _Origin:
         """An idle connection with a slot, if the cap allows one now (no suspension)."""
         if self.busy >= self.pool.per_origin or self.waiters:
             return None
+        connection = self._reusable(now)
+        if connection is not None:
+            self.busy += 1
+        return connection
+
+    def _reusable(self, now: float) -> _Connection | None:
+        """The newest idle connection still fit for a call; stale ones are dropped."""
         while self.idle:
             connection = self.idle.pop()
             if not connection.closed and now - connection.idle_since < self.pool.idle_timeout_s:
-                self.busy += 1
                 return connection
             connection.abort()
         return None
@@ -231,14 +237,7 @@ class _Origin:
         else:
             self.busy += 1
         try:
-            while self.idle:
-                connection = self.idle.pop()
-                if not connection.closed and loop.time() - connection.idle_since < (
-                    self.pool.idle_timeout_s
-                ):
-                    return connection
-                connection.abort()
-            return await self.connect(loop, deadline)
+            return self._reusable(loop.time()) or await self.connect(loop, deadline)
         except BaseException:
             self.release_slot()
             raise
@@ -323,9 +322,7 @@ class UpstreamPool:
         """
         if self.closed:
             raise ConnectFailed("the gateway is stopping")
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        loop = self.loop
         origin = self._origins.get((host, port))
         if origin is None:
             origin = self._origins[(host, port)] = _Origin(self, host, port)

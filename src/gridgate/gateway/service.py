@@ -160,7 +160,6 @@ class GatewayParts:
             client = RegistryClient(
                 registry_urls, token=token.get_secret_value() if token else None
             )
-            await self.dispatcher.start()
             discovery = Discovery(
                 client,
                 services=self.holder.current.services,

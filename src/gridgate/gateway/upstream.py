@@ -20,7 +20,7 @@ from gridgate.registry.balancers import Balancer, balancer
 from gridgate.registry.client import InstanceInfo
 from gridgate.registry.outlier import OutlierDetector
 
-__all__ = ["Dispatcher", "InstanceSource", "Outbound", "UpstreamResponse"]
+__all__ = ["Dispatcher", "InstanceSource", "Outbound", "UpstreamResponse", "answer_headers"]
 
 _log = structlog.get_logger("gridgate.gateway.upstream")
 
@@ -143,9 +143,6 @@ class Dispatcher:
         )
         self._balancers: dict[tuple[str, str], Balancer] = {}
 
-    async def start(self) -> None:
-        """Ready to call (connections open on first use)."""
-
     async def close(self) -> None:
         """Close the idle connections."""
         await self.pool.close()
@@ -209,7 +206,7 @@ class Dispatcher:
             finally:
                 chooser.release(instance.instance_id)
             answer = UpstreamResponse(
-                raw.status, _answer_headers(raw.headers), raw.body, instance.instance_id
+                raw.status, answer_headers(raw.headers), raw.body, instance.instance_id
             )
             source.report(instance.instance_id, ok=answer.status < 500)
             if answer.status >= 500 and outbound.idempotent and attempt + 1 < attempts:
@@ -231,7 +228,7 @@ def _request_head(outbound: Outbound) -> str:
     return "".join(lines)
 
 
-def _answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+def answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """The answer's headers to pass on: not hop-by-hop, not the gateway's own."""
     names = _NAMES
     headers = []

@@ -44,6 +44,8 @@ from gridgate.errors import (
 from gridgate.web.middleware import new_trace_id
 
 __all__ = [
+    "BACKLOG",
+    "KEEP_ALIVE_S",
     "Handler",
     "HttpServer",
     "Limits",
@@ -61,6 +63,12 @@ _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n" for status in HTTPStatus
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Longer than any client's idle time between calls (registry heartbeats every 5 s): a
+#: connection closed by the server just as a client reuses it fails that call. Every
+#: listener uses it, uvicorn's too.
+KEEP_ALIVE_S = 65.0
+#: Connections the kernel queues for a listener before it accepts them.
+BACKLOG = 2048
 
 
 @dataclass(slots=True)
@@ -100,7 +108,7 @@ class Limits:
     max_head_bytes: int = 16_384
     max_headers: int = 100
     #: A kept-alive connection with no request in flight is closed after this long.
-    keep_alive_s: float = 65.0
+    keep_alive_s: float = KEEP_ALIVE_S
     #: From the first byte of a request to its last (slow clients get 408 and are closed).
     read_timeout_s: float = 30.0
     #: Requests read ahead while an earlier one is answered; reading pauses beyond this.
@@ -479,7 +487,7 @@ class HttpServer:
         self.loop = asyncio.get_running_loop()
         self._tick()
         self._server = await self.loop.create_server(
-            lambda: _Connection(self), sock=sock, backlog=2048
+            lambda: _Connection(self), sock=sock, backlog=BACKLOG
         )
         self._sweeper = self.loop.create_task(self._sweep())
 
