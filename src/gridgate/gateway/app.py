@@ -11,7 +11,6 @@ import time
 from collections.abc import Sequence
 
 import structlog
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gridgate.errors import GridgateError
@@ -30,6 +29,7 @@ from gridgate.web.http1 import (
     request_from_asgi,
     send_asgi,
 )
+from gridgate.web.metrics import RequestMetrics
 from gridgate.web.middleware import new_trace_id
 
 __all__ = ["GatewayApp"]
@@ -37,16 +37,18 @@ __all__ = ["GatewayApp"]
 _log = structlog.get_logger("gridgate.gateway")
 _PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
-REQUESTS = Counter(
-    "gridgate_gateway_requests",
-    "Gateway requests by channel, interface and status (codes from the catalog only).",
-    ["channel", "interface", "status"],
-)
-LATENCY = Histogram(
-    "gridgate_gateway_request_duration_seconds",
-    "Gateway request latency by interface.",
-    ["interface"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+#: Labels come from the catalog and five status classes: a bounded set.
+METRICS = RequestMetrics(
+    (
+        "gridgate_gateway_requests",
+        "Gateway requests by channel, interface and status (codes from the catalog only).",
+        ("channel", "interface", "status"),
+    ),
+    (
+        "gridgate_gateway_request_duration_seconds",
+        "Gateway request latency by interface.",
+        ("interface",),
+    ),
 )
 
 
@@ -72,7 +74,6 @@ class GatewayApp:
         self.sink = sink
         self.probes = probes
         self.limits = Limits(max_body_bytes=max_body_bytes)
-        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.trusted_proxies = frozenset(trusted_proxies)
 
     async def handle(self, request: Request) -> Response:
@@ -188,16 +189,7 @@ class GatewayApp:
         interface = exchange.interface.code if exchange.interface else "unmatched"
         channel = exchange.channel.code if exchange.channel else "none"
         elapsed = time.perf_counter() - exchange.started
-        key = (channel, interface, status // 100)
-        series = self._series.get(key)
-        if series is None:
-            # Labels come from the catalog and five status classes: a bounded set.
-            series = self._series[key] = (
-                REQUESTS.labels(channel, interface, f"{status // 100}xx"),
-                LATENCY.labels(interface),
-            )
-        series[0].inc()
-        series[1].observe(elapsed)
+        METRICS.observe((channel, interface, f"{status // 100}xx"), (interface,), elapsed)
         self.sink.offer(
             AccessRecord(
                 trace_id=exchange.trace_id,
