@@ -137,8 +137,10 @@ def build_role(
     *,
     gateway: GatewayParts | None = None,
     accounts: AccountsParts | None = None,
+    log_pipeline: bool | None = None,
 ) -> RoleApp:
-    """The app and jobs of ``role``."""
+    """The app and jobs of ``role``; ``log_pipeline`` makes the gateway batch and analyse its
+    access log itself (default: only where the log buffer is its own spool)."""
     settings = runtime.settings
 
     def registries(urls: Mapping[str, str]) -> list[str]:
@@ -162,6 +164,7 @@ def build_role(
             lambda urls: parts.jobs(
                 registries(urls),
                 jwks_url=urls["accounts"] + JWKS_PATH if "accounts" in urls else None,
+                log_pipeline=log_pipeline,
             ),
         )
     if role == "registry":
@@ -172,11 +175,16 @@ def build_role(
             ),
         )
     if role == "logs":
-        # The log pipeline's batcher and analysis on their own (with Redis as the buffer, so
-        # the gateways' records reach this process); the listener only answers probes.
+        # The log pipeline's batcher and analysis on their own, over the buffer the gateways
+        # append to (Redis: a spool is one process's own); the listener only answers probes.
         logs = LogParts.build(runtime)
+        if not logs.shared:
+            raise ValueError(
+                "the logs role reads the log buffer every gateway shares: set GRIDGATE_REDIS_URL "
+                "(without it each gateway batches and analyses its own spool)"
+            )
         probes = Starlette(routes=probe_routes("logs", {"database": runtime.db.ping}))
-        return RoleApp(wrap_listener(probes, "logs", 1024), lambda _urls: logs.jobs())
+        return RoleApp(wrap_listener(probes, "logs", 1024), lambda _urls: logs.jobs(append=False))
     if role in {"admin", "accounts"}:
         found = accounts or AccountsParts.build(runtime)
         app = build_admin(runtime, found) if role == "admin" else build_accounts(found)

@@ -120,6 +120,12 @@ def test_accounts_rotate_key(tmp_path: Path) -> None:
     assert "new signing key" in first.stdout and first.stdout != second.stdout
 
 
+def test_serve_logs_needs_the_shared_buffer(tmp_path: Path) -> None:
+    done = _gridgate("serve", "logs", "--port", "0", "--data-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert "GRIDGATE_REDIS_URL" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_serve_logs_runs_the_pipeline_alone(tmp_path: Path, redis_server: RedisServer) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDGATE_")}
     env.update(

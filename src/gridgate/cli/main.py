@@ -104,7 +104,11 @@ async def _up(settings: Settings, ports: dict[str, int]) -> None:
     try:
         await runtime.db.migrate()
         accounts = AccountsParts.build(runtime)
-        roles = {role: build_role(role, runtime, accounts=accounts) for role in ports}
+        # Every role in this process: the gateway batches and analyses its access log itself,
+        # whichever buffer it writes to.
+        roles = {
+            role: build_role(role, runtime, accounts=accounts, log_pipeline=True) for role in ports
+        }
         listeners = [
             Listener(role, roles[role].app, settings.bind_host, port)
             for role, port in ports.items()
@@ -175,7 +179,10 @@ def serve_role(
     async def run() -> None:
         runtime = Runtime.build(settings)
         try:
-            built = build_role(role, runtime)
+            try:
+                built = build_role(role, runtime)
+            except ValueError as exc:  # settings this role cannot run with
+                raise fail(str(exc)) from None
             listener = Listener(role, built.app, settings.bind_host, chosen)
             try:
                 bind([listener])

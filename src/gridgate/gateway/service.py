@@ -133,9 +133,26 @@ class GatewayParts:
             trusted_proxies=self.runtime.settings.gateway_trusted_proxies,
         )
 
-    def jobs(self, registry_urls: list[str], *, jwks_url: str | None = None) -> list[Job]:
-        """Background jobs: catalog snapshot, discovery, access log, key and revocation feeds."""
-        jobs: list[Job] = [self._run_dispatch(registry_urls), self.holder.run, *self.logs.jobs()]
+    def jobs(
+        self,
+        registry_urls: list[str],
+        *,
+        jwks_url: str | None = None,
+        log_pipeline: bool | None = None,
+    ) -> list[Job]:
+        """Background jobs: catalog snapshot, discovery, access log, key and revocation feeds.
+
+        The access log always goes to the log buffer. Batching it into Parquet and analysing
+        it (``log_pipeline``) is this process's job only where the buffer is its own spool; a
+        shared buffer (Redis) is batched and analysed by ``gridgate serve logs`` in the intranet,
+        once, instead of by every gateway node on the cores that answer channels.
+        """
+        pipeline = not self.logs.shared if log_pipeline is None else log_pipeline
+        jobs: list[Job] = [
+            self._run_dispatch(registry_urls),
+            self.holder.run,
+            *self.logs.jobs(pipeline=pipeline),
+        ]
         settings = self.runtime.settings
         jwks_url = settings.accounts_jwks_url or jwks_url
         if isinstance(self.verifier, JwksVerifier) and jwks_url:

@@ -191,13 +191,22 @@ class LogParts:
         """What the gateway hands its records to."""
         return self.service
 
-    def jobs(self) -> list[Job]:
-        """Background jobs: append to the buffer, batch into Parquet, analyse every interval."""
+    @property
+    def shared(self) -> bool:
+        """Whether the buffer is shared by every node (Redis), not this process's own spool."""
+        return isinstance(self.buffer, RedisStreamBuffer)
+
+    def jobs(self, *, append: bool = True, pipeline: bool = True) -> list[Job]:
+        """Background jobs: ``append`` hands what was offered to the buffer; ``pipeline``
+        batches the buffer into Parquet and analyses every interval."""
 
         async def analysis(stopping: asyncio.Event) -> None:
             await self.analyzer.run(stopping, interval_s=self.analysis_interval_s)
 
-        jobs: list[Job] = [self.service.run, self.batcher.run, analysis]
+        jobs: list[Job] = [
+            *([self.service.run] if append else []),
+            *([self.batcher.run, analysis] if pipeline else []),
+        ]
         self._running = len(jobs)
         return [self._owning(job) for job in jobs]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,10 +13,13 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from gridgate.logs.buffer import SpoolBuffer
+from gridgate.gateway.service import GatewayParts
+from gridgate.logs.buffer import RedisStreamBuffer, SpoolBuffer
 from gridgate.logs.models import TrafficHour
 from gridgate.logs.service import LogParts, LogService
 from gridgate.runtime import Runtime
+from tests.conftest import make_settings
+from tests.support.redis import RedisServer
 from tests.unit.logs.helpers import record
 
 
@@ -117,3 +121,74 @@ def test_storage_url_comes_from_the_settings(tmp_path: Path) -> None:
     assert default_storage_url(Runtime.build(shared)) == "s3://bucket/gridgate-logs"
     local = make_settings(tmp_path)
     assert default_storage_url(Runtime.build(local)) == str((tmp_path / "logs").resolve())
+
+
+async def _traffic(runtime: Runtime) -> int:
+    async with runtime.db.sessions() as session:
+        return int(await session.scalar(select(func.sum(TrafficHour.requests))) or 0)
+
+
+async def test_with_redis_gateways_only_append_and_the_logs_role_batches_and_analyses(
+    tmp_path: Path, sqlite_template: Path, redis_server: RedisServer
+) -> None:
+    shutil.copy(sqlite_template, tmp_path / "gridgate.db")
+    settings = make_settings(
+        tmp_path,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gridgate.db'}",
+        redis_url=redis_server.url.replace("/0", "/6"),
+    )
+    runtime = Runtime.build(settings)
+    # Two processes' worth of parts on one Redis: a gateway node's and the logs role's.
+    gateway = LogParts.build(runtime, analysis_interval_s=0.05)
+    logs = LogParts.build(runtime, analysis_interval_s=0.05)
+    assert isinstance(gateway.buffer, RedisStreamBuffer) and gateway.shared
+    stopping = asyncio.Event()
+    jobs = [asyncio.create_task(job(stopping)) for job in gateway.jobs(pipeline=False)]
+    try:
+        for _ in range(5):
+            assert gateway.sink.offer(record())
+
+        async def appended() -> bool:
+            return gateway.service.status().appended == 5
+
+        await _until(appended)
+        await asyncio.sleep(0.3)  # several analysis intervals: nothing batches on the gateway
+        assert (await gateway.buffer.stats()).waiting == 5
+        files = await asyncio.to_thread(lambda: list(tmp_path.rglob("*.parquet")))
+        assert not files and await _traffic(runtime) == 0
+
+        jobs += [asyncio.create_task(job(stopping)) for job in logs.jobs(append=False)]
+
+        async def analysed() -> bool:
+            return await _traffic(runtime) == 5
+
+        await _until(analysed)
+        assert (await logs.buffer.stats()).waiting == 0
+    finally:
+        stopping.set()
+        await asyncio.wait_for(asyncio.gather(*jobs), timeout=20)
+        await runtime.close()
+
+
+@pytest.mark.parametrize(
+    ("redis", "override", "pipeline"),
+    [(False, None, True), (True, None, False), (True, True, True)],
+)
+async def test_a_gateway_batches_its_log_only_where_the_buffer_is_its_own(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    redis: bool,
+    override: bool | None,
+    pipeline: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = redis_server.url.replace("/0", "/6") if redis else None
+    runtime = Runtime.build(make_settings(tmp_path, redis_url=url))
+    parts = GatewayParts.build(runtime)
+    asked: list[dict[str, bool]] = []
+    monkeypatch.setattr(parts.logs, "jobs", lambda **kw: asked.append(kw) or [])
+    parts.jobs(["http://127.0.0.1:1"], log_pipeline=override)
+    assert asked == [{"pipeline": pipeline}]
+    for closing in (parts.logs.buffer.close, parts.nonces.close, parts.limiter.close):
+        await closing()
+    await runtime.close()
