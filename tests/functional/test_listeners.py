@@ -11,6 +11,7 @@ from gridgate.app import ROLES, build_app, build_gateway
 from gridgate.gateway.service import GatewayParts
 from gridgate.runtime import Runtime
 from tests.conftest import make_settings
+from tests.support.redis import RedisServer
 
 
 async def _client(role: str, runtime: Runtime) -> httpx.AsyncClient:
@@ -38,7 +39,24 @@ async def test_gateway_is_not_ready_before_its_catalog(runtime: Runtime) -> None
 
 
 @pytest.mark.parametrize("role", list(ROLES))
-async def test_probes_and_metrics(role: str, runtime: Runtime) -> None:
+async def test_probes_and_metrics(
+    role: str, runtime: Runtime, request: pytest.FixtureRequest
+) -> None:
+    if role != "logs":
+        await _probes_and_metrics(role, runtime)
+        return
+    # The logs role reads the buffer the gateways share: Redis.
+    server: RedisServer = request.getfixturevalue("redis_server")
+    with_redis = Runtime.build(
+        runtime.settings.model_copy(update={"redis_url": server.url.replace("/0", "/5")})
+    )
+    try:
+        await _probes_and_metrics(role, with_redis)
+    finally:
+        await with_redis.close()
+
+
+async def _probes_and_metrics(role: str, runtime: Runtime) -> None:
     async with await _client(role, runtime) as client:
         health = await client.get("/healthz")
         assert health.status_code == 200 and health.json()["listener"] == role
@@ -55,6 +73,11 @@ async def test_probes_and_metrics(role: str, runtime: Runtime) -> None:
         # Raw paths never become labels: unmatched requests share one series.
         assert "/no/such/path/1234" not in text
         assert "x-trace-id" in health.headers
+
+
+async def test_the_logs_role_needs_the_shared_buffer(runtime: Runtime) -> None:
+    with pytest.raises(ValueError, match="GRIDGATE_REDIS_URL"):
+        build_app("logs", runtime)
 
 
 async def test_readyz_fails_when_the_database_is_gone(
