@@ -98,7 +98,9 @@ class GatewayApp:
             if request.rejected is not None:
                 raise request.rejected
             for stage in self.stages:
-                await stage(exchange)
+                waiting = stage(exchange)
+                if waiting is not None:
+                    await waiting
             response = await self._dispatch(exchange)
             response.headers.append(("x-trace-id", trace_id))
         except GridgateError as error:

@@ -2,13 +2,15 @@
 
 Each stage is a small object with one job: it reads and enriches the :class:`Exchange` and
 raises a domain error to end the request. The app runs them in order; the permissions issue
-adds its own stages (data scope, field filtering) through the same interface.
+adds its own stages (data scope, field filtering) through the same interface. A stage that
+may wait for a store (nonces, rate limits in Redis) is a coroutine; one that never waits is a
+plain call, which spares every request a coroutine per stage.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -74,15 +76,16 @@ class Exchange:
 class Stage(Protocol):
     """One step of the request path."""
 
-    async def __call__(self, exchange: Exchange) -> None:
-        """Check or enrich ``exchange``; raise a domain error to answer now."""
+    def __call__(self, exchange: Exchange) -> Awaitable[None] | None:
+        """Check or enrich ``exchange``; raise a domain error to answer now. A stage that
+        waits returns what to await (an ``async def __call__`` does)."""
         ...
 
 
 class Route:
     """Method + path → interface, from the snapshot (no database on the request path)."""
 
-    async def __call__(self, exchange: Exchange) -> None:
+    def __call__(self, exchange: Exchange) -> None:
         """Find the interface or answer 404/405 (503 until the first catalog is loaded)."""
         if exchange.snapshot.revision < 0:
             raise NotReady("the gateway is loading its catalog", retry_after=1)
@@ -149,7 +152,7 @@ class UserAuth:
     def __init__(self, verifier: TokenVerifier | None) -> None:
         self.verifier = verifier
 
-    async def __call__(self, exchange: Exchange) -> None:
+    def __call__(self, exchange: Exchange) -> None:
         """Verify a presented token; interfaces above level 0 need one."""
         interface = exchange.interface
         assert interface is not None  # noqa: S101 - Route runs first
@@ -188,7 +191,7 @@ class Permission:
     interface, and the account's level (认证等级) must reach what the interface and the
     channel's permission ask for."""
 
-    async def __call__(self, exchange: Exchange) -> None:
+    def __call__(self, exchange: Exchange) -> None:
         """Answer ``perm.denied`` or ``perm.level_required`` (with the level needed)."""
         interface = exchange.interface
         assert interface is not None  # noqa: S101 - Route runs first
@@ -204,7 +207,7 @@ class Permission:
 class DataScope:
     """A request that names a 户号 must name one the caller has bound (R11 data control)."""
 
-    async def __call__(self, exchange: Exchange) -> None:
+    def __call__(self, exchange: Exchange) -> None:
         """Answer ``perm.not_bound`` for someone else's 户号."""
         interface = exchange.interface
         assert interface is not None  # noqa: S101 - Route runs first

@@ -319,15 +319,23 @@ class Discovery:
         self.retry_s = retry_s
         self.revision = 0
         self._cache: dict[str, dict[str, InstanceInfo]] = {s: {} for s in self.services}
+        #: What ``instances`` answers per service, made once per change of the cache.
+        self._views: dict[str, list[InstanceInfo]] = {}
         self._task: asyncio.Task[None] | None = None
         #: Set whenever the cache changes (tests and callers may wait on it).
         self.changed = asyncio.Event()
 
     def instances(self, service: str) -> list[InstanceInfo]:
-        """Healthy instances of ``service``; all of them if none is healthy."""
-        every = sorted(self._cache.get(service, {}).values(), key=lambda i: (i.host, i.port))
-        healthy = [i for i in every if i.healthy]
-        return healthy or every
+        """Healthy instances of ``service`` in address order; all of them if none is healthy.
+
+        The gateway asks for every call it forwards, so the list is made once per change of
+        the registry and shared: do not change it.
+        """
+        found = self._views.get(service)
+        if found is None:
+            every = sorted(self._cache.get(service, {}).values(), key=lambda i: (i.host, i.port))
+            found = self._views[service] = [i for i in every if i.healthy] or every
+        return found
 
     def choose(
         self, service: str, *, key: str | None = None, exclude: Collection[str] = ()
@@ -425,6 +433,7 @@ class Discovery:
             self._updated()
 
     def _updated(self) -> None:
+        self._views = {}
         self._save_snapshot()
         self.changed.set()
         self.changed = asyncio.Event()
@@ -455,6 +464,7 @@ class Discovery:
                 for service, items in data["services"].items()
                 if service in self.services
             }
+            self._views = {}
             # Watching resumes from 0 once a node is back, reloading if the log is too short.
             self.revision = 0
         except (OSError, ValueError, KeyError, TypeError):
