@@ -100,6 +100,30 @@ def bench_gateway(
     )
 
 
+@bench_app.command("gateway-work")
+def bench_gateway_work(
+    requests: Annotated[int, typer.Option(min=100, help="Requests to time.")] = 20_000,
+    callgrind: Annotated[
+        bool, typer.Option("--callgrind", help="Count instructions with valgrind instead.")
+    ] = False,
+) -> None:
+    """The gateway's own work per request, in process (no sockets): CPU µs or instructions."""
+    from gridgate.bench.gateway_work import count_instructions, measure  # noqa: PLC0415
+
+    try:
+        if callgrind:
+            per_request = count_instructions()
+            out.print(f"{per_request / 1000:,.1f}k instructions per request (callgrind)")
+            return
+        result = measure(requests)
+    except RuntimeError as exc:
+        raise fail(str(exc), code=1) from None
+    out.print(
+        f"{result.requests:,} requests: best {result.best_us:.1f} µs, "
+        f"median {result.median_us:.1f} µs of CPU each (best and median of 8 rounds)"
+    )
+
+
 @bench_app.command("logs")
 def bench_logs(
     records: Annotated[
