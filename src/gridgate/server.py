@@ -7,6 +7,7 @@ import contextlib
 import gc
 import signal
 import socket
+import sys
 from collections.abc import Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,24 +18,29 @@ from starlette.types import ASGIApp
 
 from gridgate.web.http1 import BACKLOG, KEEP_ALIVE_S, Handler, HttpServer
 
-__all__ = ["Listener", "ListenerError", "bind", "serve", "tune_gc"]
+__all__ = ["Listener", "ListenerError", "bind", "serve", "tune_for_serving"]
 
 _log = structlog.get_logger("gridgate.server")
 #: Allocations between two collections of the youngest generation (CPython's default: 700).
 _GC_FIRST_GENERATION = 50_000
+#: How long the event loop may wait for the GIL while a worker thread computes (the log
+#: batcher decoding a batch, the analysis): Python's default is 5 ms, a p99 of its own.
+_SWITCH_INTERVAL_S = 0.001
 
 
-def tune_gc() -> None:
-    """Set the cyclic collector up for serving.
+def tune_for_serving() -> None:
+    """Set the cyclic collector and the GIL's switch interval up for serving.
 
     What start-up made (modules, apps, settings) lives as long as the process: the collector
     need not walk it again, which cut its longest pause in the gateway from ~150 ms to ~8 ms
     (docs/decisions.md). A larger first generation means far fewer collections: a request's
-    objects are freed by reference counting long before.
+    objects are freed by reference counting long before. Worker threads (the log batcher,
+    the analysis) give the GIL back to the event loop within 1 ms instead of 5.
     """
     gc.collect()
     gc.freeze()
     gc.set_threshold(_GC_FIRST_GENERATION, *gc.get_threshold()[1:])
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
 
 
 class ListenerError(Exception):
@@ -144,7 +150,7 @@ async def serve(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    tune_gc()  # the sockets listen already: callers queue meanwhile
+    tune_for_serving()  # the sockets listen already: callers queue meanwhile
     tasks = [
         asyncio.create_task(server.serve(sockets=[lst.sock] if lst.sock else None))
         for server, lst in servers

@@ -19,6 +19,7 @@ else the machine does.
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import secrets
 import shutil
@@ -89,7 +90,7 @@ async def _run(count: int) -> WorkResult:
     from gridgate.gateway.tokens import JwksVerifier  # noqa: PLC0415
     from gridgate.logconfig import configure_logging  # noqa: PLC0415
     from gridgate.runtime import Runtime  # noqa: PLC0415
-    from gridgate.server import tune_gc  # noqa: PLC0415
+    from gridgate.server import tune_for_serving  # noqa: PLC0415
     from gridgate.settings import load_settings  # noqa: PLC0415
 
     configure_logging("warning", "console")
@@ -119,7 +120,7 @@ async def _run(count: int) -> WorkResult:
         first = await app.handle(requests.pop())
         if first.status != 200:
             raise RuntimeError(f"the gateway answered {first.status}: {first.body[:300]!r}")
-        tune_gc()
+        tune_for_serving()
         per_round = max(1, len(requests) // _ROUNDS)
         times = []
         for start in range(0, len(requests), per_round):
@@ -141,8 +142,17 @@ async def _run(count: int) -> WorkResult:
 
 
 def measure(count: int) -> WorkResult:
-    """Run ``count`` signed, token-carrying requests through the gateway's request path."""
-    return uvloop.run(_run(count))
+    """Run ``count`` signed, token-carrying requests through the gateway's request path.
+
+    The interpreter is tuned as ``gridgate serve`` tunes it, and put back afterwards.
+    """
+    threshold, interval = gc.get_threshold(), sys.getswitchinterval()
+    try:
+        return uvloop.run(_run(count))
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+        sys.setswitchinterval(interval)
 
 
 def count_instructions(count: int = 300, *, python: str = sys.executable) -> float:
