@@ -145,3 +145,28 @@ async def test_interface_permissions_and_scope_validation(admin: httpx.AsyncClie
         _field(await admin.patch("/admin/v1/interfaces/c.read", json={"customer_scope": "query:x"}))
         == "customer_scope"
     )
+
+
+async def test_permission_lists_are_paged_as_every_admin_list(admin: httpx.AsyncClient) -> None:
+    await _setup(admin)
+    codes = [f"m{index:02d}" for index in range(7)]
+    for position, code in enumerate(codes):
+        made = await admin.post(
+            "/admin/v1/permissions/menus",
+            json={"channel": "app", "code": code, "name": code, "position": position},
+        )
+        assert made.status_code == 201, made.text
+    seen = []
+    for page in (1, 2, 3):
+        answer = await admin.get(
+            "/admin/v1/permissions/menus", params={"page": page, "page_size": 3}
+        )
+        body = answer.json()
+        assert (body["total"], body["page"], body["page_size"]) == (7, page, 3)
+        seen += [menu["code"] for menu in body["items"]]
+    assert seen == codes
+    past = (await admin.get("/admin/v1/permissions/menus", params={"page": 9})).json()
+    assert past["items"] == [] and past["total"] == 7
+    for resource in ("menus", "functions", "interfaces", "fields"):
+        too_big = await admin.get(f"/admin/v1/permissions/{resource}", params={"page_size": 201})
+        assert _field(too_big) == "page_size"

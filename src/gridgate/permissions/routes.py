@@ -19,7 +19,7 @@ from gridgate.permissions.schemas import (
     MenuOut,
 )
 from gridgate.permissions.services import PermissionService
-from gridgate.web.deps import ADMIN_PREFIX, Admin, require
+from gridgate.web.deps import ADMIN_PREFIX, Admin, PageParams, Pagination, require
 
 __all__ = ["router"]
 
@@ -39,15 +39,24 @@ async def _service(admin: Admin) -> AsyncIterator[PermissionService]:
         admin.runtime.catalog_changed()
 
 
-def _items(items: list[Any]) -> dict[str, Any]:
-    return {"items": items, "total": len(items), "page": 1, "page_size": max(len(items), 1)}
+def _page(items: list[Any], paging: Pagination) -> dict[str, Any]:
+    # A channel's permission model is read whole (hundreds of entries at most), then paged.
+    start = (paging.page - 1) * paging.page_size
+    return {
+        "items": items[start : start + paging.page_size],
+        "total": len(items),
+        "page": paging.page,
+        "page_size": paging.page_size,
+    }
 
 
 @router.get("/menus")
-async def list_menus(admin: Reader, channel: CodeFilter = None) -> dict[str, Any]:
+async def list_menus(
+    admin: Reader, paging: PageParams, channel: CodeFilter = None
+) -> dict[str, Any]:
     """Menus of every channel, or of one."""
     async with _service(admin) as service:
-        return _items(await service.menus(channel))
+        return _page(await service.menus(channel), paging)
 
 
 @router.post("/menus", status_code=201)
@@ -66,10 +75,12 @@ async def delete_menu(menu_id: IdParam, admin: Writer) -> Response:
 
 
 @router.get("/functions")
-async def list_functions(admin: Reader, channel: CodeFilter = None) -> dict[str, Any]:
+async def list_functions(
+    admin: Reader, paging: PageParams, channel: CodeFilter = None
+) -> dict[str, Any]:
     """Functions of every channel, or of one."""
     async with _service(admin) as service:
-        return _items(await service.functions(channel))
+        return _page(await service.functions(channel), paging)
 
 
 @router.post("/functions", status_code=201)
@@ -88,10 +99,12 @@ async def delete_function(function_id: IdParam, admin: Writer) -> Response:
 
 
 @router.get("/interfaces")
-async def list_interface_permissions(admin: Reader, channel: CodeFilter = None) -> dict[str, Any]:
+async def list_interface_permissions(
+    admin: Reader, paging: PageParams, channel: CodeFilter = None
+) -> dict[str, Any]:
     """Interface permissions of every channel, or of one."""
     async with _service(admin) as service:
-        return _items(await service.interface_permissions(channel))
+        return _page(await service.interface_permissions(channel), paging)
 
 
 @router.post("/interfaces", status_code=201)
@@ -112,10 +125,12 @@ async def delete_interface_permission(permission_id: IdParam, admin: Writer) -> 
 
 
 @router.get("/fields")
-async def list_field_rules(admin: Reader, interface: CodeFilter = None) -> dict[str, Any]:
+async def list_field_rules(
+    admin: Reader, paging: PageParams, interface: CodeFilter = None
+) -> dict[str, Any]:
     """Field rules of every interface, or of one."""
     async with _service(admin) as service:
-        return _items(await service.field_rules(interface))
+        return _page(await service.field_rules(interface), paging)
 
 
 @router.post("/fields", status_code=201)
