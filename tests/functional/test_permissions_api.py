@@ -170,3 +170,34 @@ async def test_permission_lists_are_paged_as_every_admin_list(admin: httpx.Async
     for resource in ("menus", "functions", "interfaces", "fields"):
         too_big = await admin.get(f"/admin/v1/permissions/{resource}", params={"page_size": 201})
         assert _field(too_big) == "page_size"
+
+
+async def test_deleting_an_interface_audits_the_permissions_removed_with_it(
+    admin: httpx.AsyncClient,
+) -> None:
+    await _setup(admin)
+    permission = await admin.post(
+        "/admin/v1/permissions/interfaces",
+        json={"channel": "app", "interface": "c.read", "min_level": 2},
+    )
+    rule = await admin.post(
+        "/admin/v1/permissions/fields",
+        json={"interface": "c.read", "path": "address", "action": "drop", "below_level": 2},
+    )
+    assert permission.status_code == rule.status_code == 201, (permission.text, rule.text)
+    assert (await admin.delete("/admin/v1/interfaces/c.read")).status_code == 204
+    # The database removed both with the interface: the one audit event says so.
+    for resource in ("interfaces", "fields"):
+        listed = (await admin.get(f"/admin/v1/permissions/{resource}")).json()
+        assert listed["total"] == 0
+    audit = (
+        await admin.get(
+            "/admin/v1/audit", params={"resource_type": "interface", "action": "interface.delete"}
+        )
+    ).json()
+    (event,) = [e for e in audit["items"] if e["action"] == "interface.delete"]
+    removed = event["before"]["removed_with_it"]
+    assert [row["id"] for row in removed["perm_interfaces"]] == [permission.json()["id"]]
+    assert removed["perm_interfaces"][0]["min_level"] == 2
+    assert [row["id"] for row in removed["perm_fields"]] == [rule.json()["id"]]
+    assert event["before"]["code"] == "c.read"

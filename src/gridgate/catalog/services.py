@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from pydantic_core import to_jsonable_python
+from sqlalchemy import FromClause, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
@@ -41,7 +42,7 @@ from gridgate.catalog.schemas import (
 from gridgate.errors import Conflict, InvalidRequest, NotFound
 from gridgate.operators.audit import Actor, record
 from gridgate.storage.crypto import SecretBox
-from gridgate.storage.models import utcnow
+from gridgate.storage.models import Base, utcnow
 
 __all__ = ["CHANNEL_SECRET", "SYSTEM_PASSWORD", "CatalogService", "record_catalog_change"]
 
@@ -78,16 +79,25 @@ async def record_catalog_change(
     key: str,
     before: BaseModel | None,
     after: BaseModel | None,
+    *,
+    removed_with_it: dict[str, list[dict[str, Any]]] | None = None,
 ) -> None:
-    """Audit a catalog change and bump the revision gateways compare their snapshot with."""
+    """Audit a catalog change and bump the revision gateways compare their snapshot with.
+
+    ``removed_with_it``: the rows of other tables a deletion takes along (by table), kept in
+    the audit event's ``before`` so that nothing disappears unaudited.
+    """
     await session.flush()
+    recorded = before.model_dump(mode="json") if before is not None else None
+    if recorded is not None and removed_with_it:
+        recorded["removed_with_it"] = to_jsonable_python(removed_with_it)
     await record(
         session,
         actor,
         action,
         kind,
         key,
-        before=before.model_dump(mode="json") if before is not None else None,
+        before=recorded,
         after=after.model_dump(mode="json") if after is not None else None,
     )
     await session.execute(
@@ -162,10 +172,39 @@ class CatalogService:
             raise Conflict(f"{kind} {where['code']!r} already exists", field="code")
 
     async def _changed(
-        self, action: str, kind: str, key: str, before: BaseModel | None, after: BaseModel | None
+        self,
+        action: str,
+        kind: str,
+        key: str,
+        before: BaseModel | None,
+        after: BaseModel | None,
+        *,
+        removed_with_it: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
-        await record_catalog_change(self.session, self.actor, action, kind, key, before, after)
+        await record_catalog_change(
+            self.session,
+            self.actor,
+            action,
+            kind,
+            key,
+            before,
+            after,
+            removed_with_it=removed_with_it,
+        )
         self.changed = True
+
+    async def _cascaded(self, table: FromClause, key: int) -> dict[str, list[dict[str, Any]]]:
+        """The rows the database deletes with row ``key`` of ``table`` (``ON DELETE CASCADE``
+        of other tables, such as interface permissions and field rules), by table."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for other in Base.metadata.sorted_tables:
+            for foreign in other.foreign_keys:
+                if foreign.column.table is table and (foreign.ondelete or "").upper() == "CASCADE":
+                    query = select(other).where(foreign.parent == key)
+                    rows = (await self.session.execute(query)).mappings().all()
+                    if rows:
+                        found.setdefault(other.name, []).extend(dict(row) for row in rows)
+        return found
 
     async def revision(self) -> int:
         """The catalog revision: it grows with every change."""
@@ -437,11 +476,15 @@ class CatalogService:
         return after
 
     async def delete_interface(self, code: str) -> None:
-        """Remove an interface and its authorizations."""
+        """Remove an interface, its authorizations and what the database removes with it
+        (interface permissions, field rules): the audit event's ``before`` lists them all."""
         row = await self._one(Interface, "interface", code=code)
         before = interface_out(row)
+        removed = await self._cascaded(Interface.__table__, row.id)
         await self.session.delete(row)
-        await self._changed("interface.delete", "interface", code, before, None)
+        await self._changed(
+            "interface.delete", "interface", code, before, None, removed_with_it=removed
+        )
 
     async def set_authorizations(self, code: str, data: Authorizations) -> InterfaceOut:
         """Replace which channels and business systems may call an interface."""
