@@ -77,27 +77,18 @@ async def record_catalog_change(
     action: str,
     kind: str,
     key: str,
-    before: BaseModel | None,
+    before: BaseModel | dict[str, Any] | None,
     after: BaseModel | None,
-    *,
-    removed_with_it: dict[str, list[dict[str, Any]]] | None = None,
 ) -> None:
-    """Audit a catalog change and bump the revision gateways compare their snapshot with.
-
-    ``removed_with_it``: the rows of other tables a deletion takes along (by table), kept in
-    the audit event's ``before`` so that nothing disappears unaudited.
-    """
+    """Audit a catalog change and bump the revision gateways compare their snapshot with."""
     await session.flush()
-    recorded = before.model_dump(mode="json") if before is not None else None
-    if recorded is not None and removed_with_it:
-        recorded["removed_with_it"] = to_jsonable_python(removed_with_it)
     await record(
         session,
         actor,
         action,
         kind,
         key,
-        before=recorded,
+        before=before.model_dump(mode="json") if isinstance(before, BaseModel) else before,
         after=after.model_dump(mode="json") if after is not None else None,
     )
     await session.execute(
@@ -176,21 +167,10 @@ class CatalogService:
         action: str,
         kind: str,
         key: str,
-        before: BaseModel | None,
+        before: BaseModel | dict[str, Any] | None,
         after: BaseModel | None,
-        *,
-        removed_with_it: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
-        await record_catalog_change(
-            self.session,
-            self.actor,
-            action,
-            kind,
-            key,
-            before,
-            after,
-            removed_with_it=removed_with_it,
-        )
+        await record_catalog_change(self.session, self.actor, action, kind, key, before, after)
         self.changed = True
 
     async def _cascaded(self, table: FromClause, key: int) -> dict[str, list[dict[str, Any]]]:
@@ -479,12 +459,12 @@ class CatalogService:
         """Remove an interface, its authorizations and what the database removes with it
         (interface permissions, field rules): the audit event's ``before`` lists them all."""
         row = await self._one(Interface, "interface", code=code)
-        before = interface_out(row)
+        before = interface_out(row).model_dump(mode="json")
         removed = await self._cascaded(Interface.__table__, row.id)
+        if removed:  # kept in the audit event, so that nothing disappears unaudited
+            before["removed_with_it"] = to_jsonable_python(removed)
         await self.session.delete(row)
-        await self._changed(
-            "interface.delete", "interface", code, before, None, removed_with_it=removed
-        )
+        await self._changed("interface.delete", "interface", code, before, None)
 
     async def set_authorizations(self, code: str, data: Authorizations) -> InterfaceOut:
         """Replace which channels and business systems may call an interface."""

@@ -259,7 +259,6 @@ def limits_uri(url: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-@functools.lru_cache(maxsize=1024)  # every request asks for the same few items
 def _item(per_second: int, burst: int | None) -> RateLimitItem:
     if per_second < 1:
         raise ValueError("per_second must be at least 1")

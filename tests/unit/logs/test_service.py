@@ -45,6 +45,11 @@ async def _until(condition: object, deadline_s: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _traffic(runtime: Runtime) -> int:
+    async with runtime.db.sessions() as session:
+        return int(await session.scalar(select(func.sum(TrafficHour.requests))) or 0)
+
+
 async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
     service = LogService(SpoolBuffer(tmp_path), max_queue=3)
     before = _dropped("queue_full")
@@ -100,9 +105,7 @@ async def test_log_parts_move_records_into_the_analytics(runtime: Runtime) -> No
         assert parts.sink.offer(record())
 
     async def analysed() -> bool:
-        async with runtime.db.sessions() as session:
-            total = await session.scalar(select(func.sum(TrafficHour.requests)))
-        return total == 5
+        return await _traffic(runtime) == 5
 
     try:
         await _until(analysed)
@@ -121,11 +124,6 @@ def test_storage_url_comes_from_the_settings(tmp_path: Path) -> None:
     assert default_storage_url(Runtime.build(shared)) == "s3://bucket/gridgate-logs"
     local = make_settings(tmp_path)
     assert default_storage_url(Runtime.build(local)) == str((tmp_path / "logs").resolve())
-
-
-async def _traffic(runtime: Runtime) -> int:
-    async with runtime.db.sessions() as session:
-        return int(await session.scalar(select(func.sum(TrafficHour.requests))) or 0)
 
 
 async def test_with_redis_gateways_only_append_and_the_logs_role_batches_and_analyses(
