@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -24,14 +28,21 @@ from gridgate.errors import NotFound, install_problem_handlers
 from gridgate.gateway.service import GatewayParts, Job
 from gridgate.logs.routes import router as logs_router
 from gridgate.logs.service import LogParts
+from gridgate.operators.limits import SignInLimits
 from gridgate.operators.routes import router as operators_router
 from gridgate.permissions.routes import router as permissions_router
 from gridgate.registry.node import node_tasks
 from gridgate.registry.routes import FastRoutes, registry_routes
 from gridgate.runtime import Runtime
-from gridgate.web.health import probe_routes
+from gridgate.settings import Settings
+from gridgate.web.deps import ADMIN_PREFIX
+from gridgate.web.health import Check, Verdict, probe_routes
 from gridgate.web.metrics import CATCH_ALL
-from gridgate.web.middleware import wrap_listener
+from gridgate.web.middleware import (
+    API_SECURITY_HEADERS,
+    SecurityHeadersMiddleware,
+    wrap_listener,
+)
 
 __all__ = [
     "ROLES",
@@ -57,19 +68,76 @@ async def _not_found(_request: Request) -> None:
     raise NotFound("nothing is served at this path")
 
 
+def _swagger_ui_page() -> tuple[bytes, str]:
+    """Swagger UI's page, and a Content-Security-Policy that lets exactly it run.
+
+    Its script and style files come from this listener (``fastapi-offline``, no CDN); the one
+    inline script that starts it is allowed by its hash, computed from the page FastAPI
+    writes, so a FastAPI upgrade that changes the script keeps working. Swagger UI sets
+    inline styles and draws its icons from ``data:`` URLs, hence those two allowances; no
+    ``unsafe-inline`` for scripts and no ``unsafe-eval``.
+    """
+    page = get_swagger_ui_html(
+        openapi_url="/admin/openapi.json",
+        title="gridgate admin API",
+        swagger_js_url=f"{_DOCS_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{_DOCS_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{_DOCS_ASSETS}/favicon.png",
+        # No badge fetched from validator.swagger.io: nothing leaves the closed network.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+    body = bytes(page.body)
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode() + "'"
+        for script in re.findall(rb"<script>(.*?)</script>", body, flags=re.DOTALL)
+    )
+    policy = (
+        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
+    return body, policy
+
+
+_ADMIN_SUMMARY = (
+    "Operating the gridgate channel access platform: catalog, permissions, operators, "
+    "the accounts back office, real-name review, analytics and the audit trail."
+)
+#: One line per tag of the admin API, so the document's front page says what all of it does.
+_ADMIN_DESCRIPTION = """\
+Every endpoint needs an operator token from `POST /admin/v1/session` (except that one); the
+roles `admin`, `reviewer` and `auditor` decide what each may do. Changes are audited.
+
+- **session**: sign in and out, and who the token belongs to.
+- **business systems**, **channels**, **interfaces**, **components**: the catalog the
+  gateway enforces (channel secrets, interface authorizations, flow control, levels).
+- **permissions**: menus, functions, interface permissions and field rules per channel.
+- **operators**: back-office operators and their roles.
+- **accounts**: search the unified accounts and their 360 view and trajectory.
+- **real-name**: review real-name applications.
+- **analytics**: hourly traffic, failures by error code, top failing interfaces and
+  authentication failures, as the access-log analysis wrote them.
+- **audit**: the audit trail of every change, newest first.
+"""
+
+
 def build_admin(runtime: Runtime, accounts: AccountsParts | None = None) -> ASGIApp:
     """The operator-facing listener: admin API, OpenAPI document and Swagger UI."""
     app = FastAPI(
         title="gridgate admin API",
         version=gridgate.__version__,
-        summary="Catalog, operators and audit of the gridgate channel access platform.",
+        summary=_ADMIN_SUMMARY,
+        description=_ADMIN_DESCRIPTION,
         openapi_url="/admin/openapi.json",
         docs_url=None,
         redoc_url=None,
     )
     install_problem_handlers(app)
     app.state.runtime = runtime
-    app.state.accounts = accounts or AccountsParts.build(runtime)
+    app.state.accounts = parts = accounts or AccountsParts.build(runtime)
+    # Operator sign-ins are counted in the attempt store customer sign-in uses (memory, or
+    # Redis shared by every admin node).
+    app.state.operator_limits = SignInLimits.from_settings(parts.attempts, runtime.settings)
     app.include_router(operators_router)
     app.include_router(catalog_router)
     app.include_router(accounts_admin_router)
@@ -83,17 +151,18 @@ def build_admin(runtime: Runtime, accounts: AccountsParts | None = None) -> ASGI
     assets = resources.files("fastapi_offline") / "static"
     app.mount(_DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
 
+    docs_page, docs_policy = _swagger_ui_page()
+
     @app.get("/admin/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/admin/openapi.json",
-            title="gridgate admin API",
-            swagger_js_url=f"{_DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{_DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{_DOCS_ASSETS}/favicon.png",
-        )
+        return HTMLResponse(docs_page, headers={"Content-Security-Policy": docs_policy})
 
-    return wrap_listener(app, "admin", runtime.settings.admin_max_body_bytes)
+    # Outermost, so that every answer has them, refusals of the listener middleware included.
+    return SecurityHeadersMiddleware(
+        wrap_listener(app, "admin", runtime.settings.admin_max_body_bytes),
+        headers=API_SECURITY_HEADERS,
+        no_store_prefix=ADMIN_PREFIX,
+    )
 
 
 def build_gateway(runtime: Runtime, parts: GatewayParts | None = None) -> ASGIApp:
@@ -153,9 +222,10 @@ def build_role(
         async def catalog_loaded() -> bool:
             return parts.holder.current.revision >= 0
 
-        probes = Starlette(
-            routes=probe_routes("gateway", {"database": runtime.db.ping, "catalog": catalog_loaded})
-        )
+        checks: dict[str, Check] = {"database": runtime.db.ping, "catalog": catalog_loaded}
+        if parts.logs.shared:
+            checks["log_pipeline"] = _log_pipeline_check(parts.logs, settings)
+        probes = Starlette(routes=probe_routes("gateway", checks))
         # The gateway's own server answers the request path; the probes keep the listener
         # middleware (trace ids, listener metrics) like every other listener's.
         gateway_app = parts.app(wrap_listener(probes, "gateway", settings.gateway_max_body_bytes))
@@ -195,6 +265,29 @@ def build_role(
 
 
 ROLES = ("gateway", "admin", "registry", "accounts", "logs")
+_LAG_CHECK_TIMEOUT_S = 1.0
+
+
+def _log_pipeline_check(logs: LogParts, settings: Settings) -> Check:
+    """The gateway's ``log_pipeline`` check: how long the oldest record waits in the shared
+    buffer for ``gridgate serve logs``. A warning past ``log_lag_warning_s``; failing only past
+    ``log_lag_fail_s`` when set (customers are served without the log pipeline)."""
+
+    async def check() -> Verdict:
+        try:
+            age = await asyncio.wait_for(logs.lag_s(), _LAG_CHECK_TIMEOUT_S)
+        except Exception as exc:  # Redis away: say so, the gateway stays up
+            return Verdict("warning", f"log buffer unreadable ({type(exc).__name__})")
+        if age is None:
+            return Verdict("ok")
+        detail = f"oldest unbatched access-log record waits {age:.0f} s (is serve logs running?)"
+        if settings.log_lag_fail_s is not None and age > settings.log_lag_fail_s:
+            return Verdict("failing", detail)
+        if age > settings.log_lag_warning_s:
+            return Verdict("warning", detail)
+        return Verdict("ok")
+
+    return check
 
 
 def build_app(role: str, runtime: Runtime) -> ASGIApp:

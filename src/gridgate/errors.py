@@ -32,6 +32,7 @@ __all__ = [
     "Conflict",
     "GridgateError",
     "HeadersTooLarge",
+    "InternalSignatureInvalid",
     "InvalidRequest",
     "InvalidToken",
     "LevelRequired",
@@ -44,11 +45,15 @@ __all__ = [
     "Overloaded",
     "PermissionDenied",
     "RateLimited",
+    "RefreshChannelMismatch",
     "RequestTimeout",
     "RequestTooLarge",
+    "ServiceNotOwned",
+    "TooManyFailures",
     "UpstreamBadResponse",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "WeakPassword",
     "install_problem_handlers",
     "problem_response",
 ]
@@ -208,12 +213,37 @@ class LevelRequired(GridgateError):
         super().__init__(detail, required_level=required_level)
 
 
+class ServiceNotOwned(PermissionDenied):
+    """A registry write for a service the calling business system does not own (catalog)."""
+
+    code = "registry.service_not_owned"
+    title = "Service owned by another business system"
+
+    def __init__(self, detail: str | None = None, *, service: str) -> None:
+        super().__init__(detail, service=service)
+
+
 class NotBound(GridgateError):
     """The request names a 户号 the caller's account has not bound (data scope)."""
 
     code = "perm.not_bound"
     status = 403
     title = "户号 not bound to this account"
+
+
+class RefreshChannelMismatch(InvalidToken):
+    """A refresh token presented by another channel than the one it was issued to."""
+
+    code = "auth.channel_mismatch"
+    title = "Token issued to another channel"
+
+
+class InternalSignatureInvalid(GridgateError):
+    """A call to a service behind the gateway without a valid ``X-GG-Internal`` signature."""
+
+    code = "auth.internal_signature"
+    status = 401
+    title = "Internal signature missing or invalid"
 
 
 class ChannelError(GridgateError):
@@ -223,10 +253,11 @@ class ChannelError(GridgateError):
 
 
 class ChannelUnknown(ChannelError):
-    """No such channel, a disabled one, or the signing headers are missing."""
+    """No such channel, a disabled one, or the signing headers are missing (the detail says
+    which: an unsigned request is not told that its channel is unknown)."""
 
     code = "channel.unknown"
-    title = "Unknown channel"
+    title = "Unsigned request or unknown channel"
 
 
 class ChannelBadSignature(ChannelError):
@@ -278,6 +309,27 @@ class RateLimited(_RetryLater):
     code = "flow.rate_limited"
     status = 429
     title = "Too many requests"
+
+
+class TooManyFailures(_RetryLater):
+    """Too many failed sign-ins from this address or for this user name: wait ``retry_after``.
+
+    The same answer whether or not the user name exists, so a lock tells nothing about it.
+    """
+
+    code = "auth.too_many_failures"
+    status = 429
+    title = "Too many failed attempts"
+
+
+class WeakPassword(InvalidRequest):
+    """A new password is too short, common or breached, or contains the user name."""
+
+    code = "auth.weak_password"
+    title = "Password refused"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, field="password")
 
 
 class Overloaded(_RetryLater):

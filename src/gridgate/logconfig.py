@@ -1,4 +1,10 @@
-"""Process logging: structlog JSON (or console) lines on stderr, for gridgate and libraries."""
+"""Process logging: structlog JSON (or console) lines on stderr, for gridgate and libraries.
+
+Other libraries' INFO lines are routine: one per HTTP request the registry client and the
+demo systems make (a heartbeat every few seconds each), one per server started, one per
+migration step. At ``info`` they are held back, so that a console shows what needs attention;
+``debug`` shows everything.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ __all__ = ["configure_logging"]
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Route structlog and standard-library logging through one renderer."""
+    """Route structlog and standard-library logging through one renderer: gridgate's own
+    messages from ``level`` on, other libraries' from ``warning`` on (unless ``debug``)."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -40,9 +47,10 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             ],
         )
     )
+    ours = logging.getLevelNamesMapping()[level.upper()]
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(ours if ours <= logging.DEBUG else max(ours, logging.WARNING))
+    logging.getLogger("gridgate").setLevel(ours)
     # uvicorn's access log would duplicate the gateway's own; its errors still come through.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("uvicorn.error").setLevel(max(root.level, logging.INFO))

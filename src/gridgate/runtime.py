@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from gridgate.gateway.tokens import MemoryRevocationList
+from gridgate.internal_auth import InternalKeys
 from gridgate.operators.services import TokenIssuer
 from gridgate.registry.auth import RegistryAuth
 from gridgate.registry.interfaces import RegistryStore, Timings
@@ -33,6 +34,8 @@ class Runtime:
     operator_tokens: TokenIssuer
     registry: RegistryStore
     registry_auth: RegistryAuth
+    #: Keys of the ``X-GG-Internal`` signatures between the gateway and the services.
+    internal_keys: InternalKeys
     #: Sessions revoked at logout, consulted by a gateway in this process (and fed from Redis).
     revocations: MemoryRevocationList = field(default_factory=MemoryRevocationList)
     #: Called after every committed catalog change (a gateway in this process reloads at once).
@@ -71,6 +74,7 @@ class Runtime:
             operator_tokens=TokenIssuer(settings.signing_key, settings.operator_token_ttl_s),
             registry=registry,
             registry_auth=RegistryAuth(db, box, token=token),
+            internal_keys=InternalKeys(settings.signing_key),
         )
 
     async def close(self) -> None:

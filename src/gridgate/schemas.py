@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-__all__ = ["Code", "Description", "Level", "Name", "Page", "StrictModel"]
+__all__ = [
+    "Code",
+    "Description",
+    "Level",
+    "Name",
+    "Page",
+    "Rfc3339Time",
+    "StrictModel",
+    "utc_text",
+]
 
 T = TypeVar("T")
 
@@ -21,6 +39,37 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Description = Annotated[str, StringConstraints(max_length=2000)]
 #: 认证等级: 0 registered, 1 primary (户号 bound), 2 advanced (real-name approved).
 Level = Annotated[int, Field(ge=0, le=2)]
+
+#: RFC 3339 ``date-time`` (section 5.6), ASCII digits only: ``T`` between date and time, seconds,
+#: and a zone (``Z`` or ``±hh:mm``). Lower-case ``t``/``z`` are allowed, as the RFC allows.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value  # built in code, not read from a request
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise PydanticCustomError(
+            "rfc3339",
+            "must be an RFC 3339 time with a time zone, such as 2026-11-22T04:27:08Z",
+        )
+    return value
+
+
+#: A time the API promises as RFC 3339. pydantic's own datetime also takes Unix timestamps,
+#: bare dates, a space for ``T`` and ``+0800``; this refuses them before pydantic parses.
+Rfc3339Time = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
+def utc_text(value: datetime) -> str:
+    """A time as every answer writes it: RFC 3339 in UTC with ``Z``, as pydantic writes
+    ``datetime`` fields (``isoformat()`` would write ``+00:00``, and no zone for a naive time)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # the database keeps UTC; SQLite forgets the zone
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -16,7 +16,9 @@ import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
+from gridgate.web.connections import ConnectionBudget, ConnectionGuard
 from gridgate.web.http1 import BACKLOG, KEEP_ALIVE_S, Handler, HttpServer
+from gridgate.web.uvicorn_protocol import guarded_protocol
 
 __all__ = ["Listener", "ListenerError", "bind", "serve", "tune_for_serving"]
 
@@ -94,33 +96,52 @@ def bind(listeners: Iterable[Listener]) -> None:
 
 
 class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to :func:`serve` (one for all listeners)."""
+    """A uvicorn server that leaves signal handling to :func:`serve` (one for all listeners)
+    and sweeps its connections' deadlines once a second."""
+
+    def __init__(self, config: uvicorn.Config, guard: ConnectionGuard) -> None:
+        super().__init__(config)
+        self.guard = guard
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn's tick (every 0.1 s), and the guard's sweep every tenth."""
+        if counter % 10 == 0:
+            self.guard.sweep(asyncio.get_running_loop().time())
+        return await super().on_tick(counter)
 
 
 async def serve(
     listeners: list[Listener],
     *,
     shutdown_timeout_s: float,
+    connections: ConnectionBudget,
     background: Iterable[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
 ) -> None:
     """Serve every (already bound) listener until SIGINT/SIGTERM, then stop within the timeout.
 
-    ``background`` tasks get an event set at shutdown and should return soon after.
+    The process's descriptor limit is raised first, and each listener's connection caps fitted
+    below it (``connections``). ``background`` tasks get an event set at shutdown and should
+    return soon after.
     """
+    policies = connections.plan([listener.name for listener in listeners])
     servers = []
     native: list[tuple[HttpServer, Listener]] = []
-    for listener in listeners:
+    guards: list[ConnectionGuard] = []
+    for listener, policy in zip(listeners, policies, strict=True):
+        guard = ConnectionGuard(listener.name, policy)
+        guards.append(guard)
         if isinstance(listener.app, Handler):
             # The gateway listener: its own HTTP/1.1 server (gridgate.web.http1).
-            native.append((HttpServer(listener.app), listener))
+            native.append((HttpServer(listener.app, guard), listener))
             continue
         config = uvicorn.Config(
             listener.app,
-            http="httptools",
+            # httptools, with the listener's connection caps and deadlines.
+            http=guarded_protocol(guard),
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -128,7 +149,7 @@ async def serve(
             timeout_keep_alive=int(KEEP_ALIVE_S),
             timeout_graceful_shutdown=max(1, int(shutdown_timeout_s)),
         )
-        servers.append((_QuietServer(config), listener))
+        servers.append((_QuietServer(config, guard), listener))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -160,6 +181,8 @@ async def serve(
     try:
         await asyncio.gather(*tasks)
     finally:
+        for guard in guards:
+            guard.close()
         gc.unfreeze()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

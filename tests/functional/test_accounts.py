@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,17 @@ from sqlalchemy import text
 
 from gridgate.accounts.app import JWKS_PATH, build_accounts
 from gridgate.accounts.directory import MarketingDirectory
-from gridgate.accounts.parts import AccountsParts
+from gridgate.accounts.parts import ADDRESS_RULE, AccountsParts, LoginGuard
 from gridgate.app import build_admin
+from gridgate.attempts import MemoryAttemptStore
 from gridgate.demo.data import generate_demo_data
 from gridgate.demo.systems import marketing
 from gridgate.errors import GridgateError
+from gridgate.internal_auth import InternalAuth, InternalKeys, InternalSigner
 from gridgate.pii import id_check_char
 from gridgate.runtime import Runtime
 from tests.conftest import add_operator, login
+from tests.unit.registry.conftest import FakeClock
 
 PHONE = "13912345678"
 PASSWORD = "a-good-password-1"
@@ -33,11 +37,12 @@ CUSTOMER = DATA.customer("3300000001")
 
 
 class Client:
-    """The accounts service as the gateway calls it (identity in X-GG-* headers)."""
+    """The accounts service as the gateway calls it (identity in X-GG-* headers, signed)."""
 
-    def __init__(self, http: httpx.AsyncClient, outbox: Path) -> None:
+    def __init__(self, http: httpx.AsyncClient, outbox: Path, keys: InternalKeys) -> None:
         self.http = http
         self.outbox = outbox
+        self.signer = InternalSigner(keys)
 
     def code(self, phone: str, purpose: str) -> str:
         lines = [json.loads(line) for line in self.outbox.read_text().splitlines()]
@@ -54,7 +59,7 @@ class Client:
         token: str | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        headers = {"x-gg-channel": channel, "x-forwarded-for": kwargs.pop("ip", "10.0.0.1")}
+        headers = {"x-gg-channel": channel, "x-gg-client-ip": kwargs.pop("ip", "10.0.0.1")}
         if token:
             claims = jwt.decode(token, options={"verify_signature": False})
             headers.update(
@@ -64,7 +69,11 @@ class Client:
                     "x-gg-level": str(claims["lvl"]),
                 }
             )
-        return await self.http.request(method, f"/api/v1{path}", headers=headers, **kwargs)
+        # The menus are service `permissions` in the catalog; the rest is `accounts`.
+        auth = InternalAuth(self.signer, "permissions" if path == "/me/menus" else "accounts")
+        return await self.http.request(
+            method, f"/api/v1{path}", headers=headers, auth=auth, **kwargs
+        )
 
     async def register(
         self, phone: str = PHONE, channel: str = "app", **extra: Any
@@ -109,7 +118,7 @@ async def parts(runtime: Runtime) -> AsyncIterator[AccountsParts]:
 async def accounts(parts: AccountsParts, runtime: Runtime) -> AsyncIterator[Client]:
     transport = httpx.ASGITransport(app=build_accounts(parts))
     async with httpx.AsyncClient(transport=transport, base_url="http://accounts.test") as http:
-        yield Client(http, runtime.settings.data_dir / "sms-outbox.jsonl")
+        yield Client(http, runtime.settings.data_dir / "sms-outbox.jsonl", runtime.internal_keys)
 
 
 @pytest.fixture
@@ -252,6 +261,52 @@ async def test_failed_passwords_lock_temporarily(accounts: Client) -> None:
     assert 0 < int(locked.headers["retry-after"]) <= 900
 
 
+def test_an_address_may_fail_30_sign_ins_then_waits_a_minute_doubling_to_ten() -> None:
+    rule = ADDRESS_RULE
+    assert (rule.free, rule.delay(30), rule.delay(33), rule.delay(34), rule.window_s) == (
+        30,
+        60,
+        480,
+        600,
+        600,
+    )
+
+
+async def test_failed_sign_ins_make_an_address_wait_longer_and_longer(
+    accounts: Client, parts: AccountsParts
+) -> None:
+    clock = FakeClock(1_000_000.0)
+    parts.login_guard = LoginGuard(MemoryAttemptStore(clock=clock), ADDRESS_RULE._replace(free=3))
+    await accounts.register()
+
+    async def sign_in(ip: str, phone: str = PHONE, password: str = PASSWORD) -> httpx.Response:
+        body = {"grant_type": "password", "phone": phone, "password": password}
+        return await accounts.call("POST", "/auth/token", ip=ip, json=body)
+
+    # Successful sign-ins are counted and given back: they never make an address wait.
+    for _ in range(5):
+        assert (await sign_in("2001:db8:5:5::1")).status_code == 200
+    # Wrong SMS codes are bounded by the code's own attempts, not by the address.
+    for _ in range(5):
+        body = {"grant_type": "sms_code", "phone": PHONE, "sms_code": "000000"}
+        wrong = await accounts.call("POST", "/auth/token", ip="2001:db8:5:5::1", json=body)
+        assert wrong.status_code == 400
+    # Three failures from one IPv6 /64, whatever the phones (registered or not) …
+    for host, phone in enumerate(("13700000001", "13700000002", PHONE), start=1):
+        assert (await sign_in(f"2001:db8:5:5::{host}", phone, "wrong")).status_code == 401
+    # … and the whole /64 waits, even with the right password: 60 s, to the second.
+    waits = []
+    for _ in range(3):
+        refused = await sign_in("2001:db8:5:5:ffff::9")
+        assert refused.status_code == 423 and refused.json()["code"] == "auth.locked"
+        assert refused.json()["retry_after"] == int(refused.headers["retry-after"])
+        waits.append(int(refused.headers["retry-after"]))
+        clock.advance(waits[-1])
+        assert (await sign_in("2001:db8:5:5::1", "13700000003", "wrong")).status_code == 401
+    assert waits == [60, 120, 240]  # each failure after a wait doubles the next one
+    assert (await sign_in("2001:db8:5:6::1")).status_code == 200  # the next /64 is not held up
+
+
 async def test_bind_by_sms_to_the_reserved_phone(accounts: Client) -> None:
     await accounts.register()
     tokens = await accounts.login()
@@ -281,7 +336,9 @@ async def test_bind_by_sms_to_the_reserved_phone(accounts: Client) -> None:
 
 async def test_service_password_binding_and_lock(accounts: Client) -> None:
     await accounts.register()
+    await accounts.register(phone="13712345678")
     token = (await accounts.login())["access_token"]
+    second = (await accounts.login(phone="13712345678"))["access_token"]
     other = next(c for c in DATA.customers.values() if c.customer_no != CUSTOMER.customer_no)
     for _ in range(5):
         wrong = await accounts.call(
@@ -294,17 +351,26 @@ async def test_service_password_binding_and_lock(accounts: Client) -> None:
             },
         )
         assert wrong.status_code == 401
+    # The 户号 is locked for everyone (even with the right password) …
     locked = await accounts.call(
         "POST",
         "/me/bindings",
-        token=token,
+        token=second,
         json={"customer_no": other.customer_no, "service_password": other.service_password},
     )
-    assert locked.status_code == 423
-    ok = await accounts.call(
+    assert locked.status_code == 423 and locked.json()["code"] == "auth.locked"
+    # … and the account that failed five times waits, whatever 户号 it tries next.
+    throttled = await accounts.call(
         "POST",
         "/me/bindings",
         token=token,
+        json={"customer_no": CUSTOMER.customer_no, "service_password": CUSTOMER.service_password},
+    )
+    assert throttled.status_code == 429 and throttled.json()["code"] == "auth.too_many_failures"
+    ok = await accounts.call(
+        "POST",
+        "/me/bindings",
+        token=second,
         json={"customer_no": CUSTOMER.customer_no, "service_password": CUSTOMER.service_password},
     )
     assert ok.status_code == 201 and ok.json()["level"] == 1
@@ -500,7 +566,7 @@ async def test_concurrent_refreshes_of_one_token_have_one_winner(
     async def refresh() -> str:
         try:
             async with runtime.db.transaction() as session:
-                await parts.accounts(session).refresh(tokens["refresh_token"])
+                await parts.accounts(session).refresh(tokens["refresh_token"], channel="app")
         except GridgateError as exc:
             return exc.code
         return "ok"
@@ -508,3 +574,106 @@ async def test_concurrent_refreshes_of_one_token_have_one_winner(
     results = await asyncio.gather(*(refresh() for _ in range(4)))
     assert results.count("ok") == 1, results
     assert set(results) == {"ok", "auth.invalid_token"}
+
+
+async def test_a_refresh_token_works_only_on_its_own_channel(
+    accounts: Client, runtime: Runtime
+) -> None:
+    await accounts.register()
+    tokens = await accounts.login(channel="app")
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    elsewhere = await accounts.call("POST", "/auth/token", channel="wechat", json=refresh)
+    assert elsewhere.status_code == 401, elsewhere.text
+    assert elsewhere.json()["code"] == "auth.channel_mismatch"
+    assert "access_token" not in elsewhere.json()
+    # Presented by a stranger's channel, the token was lifted from its app: that sign-in ends.
+    assert runtime.revocations.is_revoked(_claims(tokens["access_token"])["sid"])
+    at_home = await accounts.call("POST", "/auth/token", channel="app", json=refresh)
+    assert at_home.status_code == 401 and at_home.json()["code"] == "auth.invalid_token"
+    # A new sign-in on the right channel refreshes there as before.
+    fresh = await accounts.login(channel="app")
+    again = await accounts.call(
+        "POST",
+        "/auth/token",
+        channel="app",
+        json={"grant_type": "refresh_token", "refresh_token": fresh["refresh_token"]},
+    )
+    assert again.status_code == 200 and _claims(again.json()["access_token"])["ch"] == "app"
+
+
+#: api.md "Conventions": every time in an answer is RFC 3339 in UTC with a ``Z``.
+UTC_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
+LOOKS_LIKE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:")
+TIME_KEYS = re.compile(r"(^|_)(at|time|hour|until)$")
+
+
+def _times(data: Any, where: str = "") -> list[tuple[str, Any]]:
+    """Every time-like value in an answer: by key name, or by looking like a date and time."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if TIME_KEYS.search(str(key)) and value is not None and not isinstance(value, dict):
+                found.append((f"{where}.{key}", value))
+            elif not isinstance(value, dict | list):
+                if isinstance(value, str) and LOOKS_LIKE_TIME.match(value):
+                    found.append((f"{where}.{key}", value))
+            else:
+                found += _times(value, f"{where}.{key}")
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            found += _times(item, f"{where}[{index}]")
+    return found
+
+
+async def test_every_time_in_an_answer_is_utc_with_a_z(
+    accounts: Client, backoffice: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await accounts.register(channel_user_id="app-user-9")
+    token = (await accounts.login())["access_token"]
+    bound = await accounts.call(
+        "POST",
+        "/me/bindings",
+        token=token,
+        json={"customer_no": CUSTOMER.customer_no, "service_password": CUSTOMER.service_password},
+    )
+    assert bound.status_code == 201, bound.text
+    await accounts.call(
+        "POST",
+        "/me/realname",
+        token=token,
+        data={"name": "张三", "id_number": ID_NUMBER},
+        files={"id_image": ("id.png", PNG, "image/png")},
+    )
+    [application] = (await backoffice.get("/admin/v1/realname/applications")).json()["items"]
+    approved = await backoffice.post(f"/admin/v1/realname/applications/{application['id']}/approve")
+    assert approved.status_code == 200, approved.text
+    await add_operator(runtime, "ada", ["admin"])
+    backoffice.headers.update(await login(backoffice, "ada"))
+    made = await backoffice.post(
+        "/admin/v1/channels", json={"code": "kiosk", "name": "Kiosk", "type": "app"}
+    )
+    assert made.status_code == 201, made.text
+    rotated = await backoffice.post("/admin/v1/channels/kiosk/rotate-secret")
+    account_id = (await backoffice.get("/admin/v1/accounts")).json()["items"][0]["account_id"]
+    answers = [bound, approved, made, rotated, await accounts.call("GET", "/me", token=token)]
+    for path in (
+        "/admin/v1/session",
+        "/admin/v1/channels",
+        "/admin/v1/operators",
+        "/admin/v1/audit",
+        "/admin/v1/accounts",
+        f"/admin/v1/accounts/{account_id}",
+        f"/admin/v1/accounts/{account_id}/uploads",
+        "/admin/v1/realname/applications",
+    ):
+        answer = await backoffice.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+        answers.append(answer)
+    seen = [(str(a.url.path) + where, v) for a in answers for where, v in _times(a.json())]
+    wrong = [(where, value) for where, value in seen if not UTC_TIME.fullmatch(str(value))]
+    assert wrong == [], "\n".join(map(str, wrong))
+    # Not vacuous: bindings, creation, sign-in, rotation, review and audit times were all read.
+    keys = {where.rsplit(".", 1)[-1] for where, _ in seen}
+    assert {"bound_at", "created_at", "secret_rotated_at", "submitted_at", "decided_at", "at"} <= (
+        keys
+    )

@@ -277,7 +277,7 @@ async def test_top_failing_interfaces_equal_a_recount(
     assert answer.status_code == 200, answer.text
     expected = _expected_top_failing(failures)
     body = answer.json()
-    assert body == {"items": expected, "total": len(expected), "page": 1, "page_size": 10}
+    assert body == {"items": expected, "total": len(expected), "page": 1, "page_size": 50}
     # Unmatched paths (no interface) are nobody's failures.
     assert [i["interface"] for i in body["items"]] == [
         "usage.read",
@@ -291,8 +291,21 @@ async def test_top_failing_interfaces_equal_a_recount(
         "error_rate": 1.0,
     }
 
-    top = (await client.get(TOP_FAILING, params={"limit": 1}, headers=headers)).json()
-    assert top == {"items": expected[:1], "total": 3, "page": 1, "page_size": 1}
+    # Paged like every list: page_size is honoured, and page walks on.
+    for page in (1, 2, 3):
+        answer = await client.get(
+            TOP_FAILING, params={"page": page, "page_size": 1}, headers=headers
+        )
+        assert answer.json() == {
+            "items": expected[page - 1 : page],
+            "total": 3,
+            "page": page,
+            "page_size": 1,
+        }
+    two = (await client.get(TOP_FAILING, params={"page_size": 2}, headers=headers)).json()
+    assert two["items"] == expected[:2] and two["page_size"] == 2
+    too_big = await client.get(TOP_FAILING, params={"page_size": 201}, headers=headers)
+    assert too_big.status_code == 422 and too_big.json()["field"] == "page_size"
     params = {"from": "2026-11-20T09:00:00Z", "to": "2026-11-20T10:00:00Z"}
     hour = (await client.get(TOP_FAILING, params=params, headers=headers)).json()
     in_hour = [r for r in failures if _hour(r) == "2026-11-20T09:00:00Z"]
@@ -346,7 +359,7 @@ async def test_failure_analytics_roles_and_bad_input(
             answer = await client.get(path, params=params, headers=admin)
             assert answer.status_code == 422, (path, params)
             assert answer.json()["code"] == "request.invalid"
-    for params in ({"limit": 0}, {"limit": 101}):
+    for params in ({"page_size": 0}, {"page": 0}):
         assert (await client.get(TOP_FAILING, params=params, headers=admin)).status_code == 422
     for path, params in (
         (ERRORS, {"code": "a b"}),

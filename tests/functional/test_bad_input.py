@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
+from pydantic import TypeAdapter, ValidationError
 
+from gridgate.accounts import routes as accounts_routes
+from gridgate.app import build_registry
 from gridgate.runtime import Runtime
 
+#: Numbers Python's str.isdigit (and int() for some) takes, but no API should: superscript two,
+#: Arabic-Indic, extended Arabic-Indic and full-width digits.
+NON_ASCII_DIGITS = ["²", "١٢", "۱۲", "１２", "1²"]
 # Filled-in path parameters: real-looking, hostile and absurd values.
 PATH_VALUES = [
     "app",
@@ -20,6 +28,7 @@ PATH_VALUES = [
     "%00",
     "%E2%80%AE",
     "x" * 300,
+    *NON_ASCII_DIGITS,
 ]
 BAD_BODIES: list[tuple[str, bytes, str]] = [
     ("malformed", b'{"code": "app", ', "application/json"),
@@ -43,7 +52,17 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
     ("deep", b'{"a":' * 2000 + b"1" + b"}" * 2000, "application/json"),
     ("invalid-utf8", b'{"name": "\xff\xfe"}', "application/json"),
 ]
-QUERY_VALUES = ["", "\x00", "-1", "abc", "9" * 40, "2000-13-45", "%", "' OR 1=1 --"]
+QUERY_VALUES = [
+    "",
+    "\x00",
+    "-1",
+    "abc",
+    "9" * 40,
+    "2000-13-45",
+    "%",
+    "' OR 1=1 --",
+    *NON_ASCII_DIGITS,
+]
 
 
 async def _routes(client: httpx.AsyncClient) -> list[tuple[str, str, list[str]]]:
@@ -126,3 +145,66 @@ async def test_unknown_routes_and_methods(admin: httpx.AsyncClient) -> None:
     wrong_method = await admin.put("/admin/v1/channels")
     assert wrong_method.status_code == 405
     assert wrong_method.json()["code"] == "request.method_not_allowed"
+
+
+# -- numbers in anything but ASCII digits (issue 12, item 7) ------------------------------------
+
+
+@pytest.mark.parametrize("value", NON_ASCII_DIGITS)
+@pytest.mark.parametrize("name", ["page", "page_size"])
+async def test_paging_with_non_ascii_digits_is_422(
+    admin: httpx.AsyncClient, name: str, value: str
+) -> None:
+    answer = await admin.get("/admin/v1/channels", params={name: value})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "request.invalid" and answer.json()["field"] == name
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("phone", "13٩١٢٣٤٥٦٧٨"), ("phone", "13９１２３４５６７８"), ("customer_no", "٣٣٠٠٠٠٠٠٠١")],
+)
+async def test_account_search_with_non_ascii_digits_is_422(
+    admin: httpx.AsyncClient, name: str, value: str
+) -> None:
+    answer = await admin.get("/admin/v1/accounts", params={name: value})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == name
+
+
+@pytest.mark.parametrize(
+    ("field", "good", "odd"),
+    [
+        ("Phone", "13912345678", "13٩١٢٣٤٥٦٧٨"),
+        ("Code6", "123456", "１２３４５６"),
+        ("CustomerNo", "3300000001", "۳۳۰۰۰۰۰۰۰۱"),
+    ],
+)
+def test_account_number_fields_take_ascii_digits_only(field: str, good: str, odd: str) -> None:
+    # The request fields of the accounts service (sign-in, SMS codes, bindings): a regex \d
+    # takes any Unicode digit, in Python and in pydantic's Rust engine alike.
+    adapter: TypeAdapter[str] = TypeAdapter(getattr(accounts_routes, field))
+    assert adapter.validate_python(good) == good
+    with pytest.raises(ValidationError):
+        adapter.validate_python(odd)
+
+
+@pytest.fixture
+async def registry(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_registry(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
+        assert runtime.settings.registry_token is not None
+        token = runtime.settings.registry_token.get_secret_value()
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client
+
+
+@pytest.mark.parametrize("value", NON_ASCII_DIGITS)
+@pytest.mark.parametrize("name", ["revision", "timeout"])
+async def test_registry_watch_with_non_ascii_digits_is_422(
+    registry: httpx.AsyncClient, name: str, value: str
+) -> None:
+    params = {"revision": "0", "timeout": "0", name: value}
+    answer = await registry.get("/registry/v1/watch", params=params)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "request.invalid" and answer.json()["field"] == name

@@ -190,6 +190,14 @@ async def test_duplicate_codes_conflict(admin: httpx.AsyncClient) -> None:
         ("interfaces", {**BILLS, "service_mode": "batch"}, "service_mode"),
         ("interfaces", {**BILLS, "min_level": 3}, "min_level"),
         ("interfaces", {**BILLS, "surprise": 1}, "surprise"),
+        ("interfaces", {**BILLS, "client_rate_limit_per_s": 0}, "client_rate_limit_per_s"),
+        ("interfaces", {**BILLS, "account_rate_limit_per_s": -1}, "account_rate_limit_per_s"),
+        (
+            "interfaces",
+            {**BILLS, "client_rate_limit_per_s": 1_000_001},
+            "client_rate_limit_per_s",
+        ),
+        ("interfaces", {**BILLS, "account_rate_limit_per_s": 1.5}, "account_rate_limit_per_s"),
     ],
 )
 async def test_bad_values_name_the_field(
@@ -332,3 +340,49 @@ async def test_only_changes_wake_the_gateway(admin: httpx.AsyncClient, runtime: 
     assert len(woken) == 2
     await admin.post("/admin/v1/channels", json=APP)  # refused: nothing changed
     assert len(woken) == 2
+
+
+async def test_client_and_account_rate_limits_are_set_cleared_and_audited(
+    admin: httpx.AsyncClient,
+) -> None:
+    await _create(admin, "business-systems", BILLING)
+    created = await _create(admin, "interfaces", BILLS)
+    assert created["client_rate_limit_per_s"] is None
+    assert created["account_rate_limit_per_s"] is None
+    limited = await _create(
+        admin,
+        "interfaces",
+        {
+            **BILLS,
+            "code": "customer.usage",
+            "path": "/api/v1/customers/{customer_no}/usage",
+            "client_rate_limit_per_s": 20,
+            "account_rate_limit_per_s": 5,
+        },
+    )
+    assert (limited["client_rate_limit_per_s"], limited["account_rate_limit_per_s"]) == (20, 5)
+
+    answer = await admin.patch(
+        "/admin/v1/interfaces/customer.bills",
+        json={"client_rate_limit_per_s": 10, "account_rate_limit_per_s": 2},
+    )
+    assert answer.status_code == 200, answer.text
+    shown = (await admin.get("/admin/v1/interfaces/customer.bills")).json()
+    assert (shown["client_rate_limit_per_s"], shown["account_rate_limit_per_s"]) == (10, 2)
+    trail = (await admin.get("/admin/v1/audit", params={"action": "interface.update"})).json()
+    event = trail["items"][0]
+    assert event["before"]["client_rate_limit_per_s"] is None
+    assert event["after"]["client_rate_limit_per_s"] == 10
+    assert event["after"]["account_rate_limit_per_s"] == 2
+
+    cleared = await admin.patch(
+        "/admin/v1/interfaces/customer.bills",
+        json={"client_rate_limit_per_s": None, "account_rate_limit_per_s": None},
+    )
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["client_rate_limit_per_s"] is None
+    assert cleared.json()["account_rate_limit_per_s"] is None
+    refused = await admin.patch(
+        "/admin/v1/interfaces/customer.bills", json={"client_rate_limit_per_s": 0}
+    )
+    assert _problem(refused, 422, "request.invalid")["field"] == "client_rate_limit_per_s"

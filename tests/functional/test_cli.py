@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 from alembic.script import ScriptDirectory
 
 import gridgate
+from gridgate.internal_auth import InternalKeys
 from gridgate.operators.services import OperatorService
 from gridgate.runtime import Runtime
 from gridgate.settings import load_settings
@@ -120,6 +123,17 @@ def test_accounts_rotate_key(tmp_path: Path) -> None:
     assert "new signing key" in first.stdout and first.stdout != second.stdout
 
 
+def test_internal_key_is_the_one_the_platform_signs_with(tmp_path: Path) -> None:
+    billing = _gridgate("internal-key", "billing", "--data-dir", str(tmp_path))
+    marketing = _gridgate("internal-key", "marketing", "--data-dir", str(tmp_path))
+    assert billing.returncode == marketing.returncode == 0, billing.stderr + marketing.stderr
+    printed = billing.stdout.strip()
+    assert printed != marketing.stdout.strip()
+    secret = load_settings(data_dir=tmp_path).with_development_keys().signing_key
+    key = base64.urlsafe_b64decode(printed + "=" * (-len(printed) % 4))
+    assert key == InternalKeys(secret).for_service("billing")
+
+
 def test_serve_logs_needs_the_shared_buffer(tmp_path: Path) -> None:
     done = _gridgate("serve", "logs", "--port", "0", "--data-dir", str(tmp_path))
     assert done.returncode == 2
@@ -160,3 +174,31 @@ def test_serve_logs_runs_the_pipeline_alone(tmp_path: Path, redis_server: RedisS
     finally:
         proc.terminate()
         assert proc.wait(timeout=15) == 0
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and group of ``gridgate``, as the words that name it."""
+    import typer.main  # noqa: PLC0415 - only this test walks the command tree
+
+    from gridgate.cli import app  # noqa: PLC0415
+
+    paths: list[list[str]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        paths.append(path)
+        for name, sub in getattr(command, "commands", {}).items():  # a group (typer's click)
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def test_help_texts_show_no_markup() -> None:
+    paths = _command_paths()
+    assert ["logs", "status"] in paths and ["migrate"] in paths
+    for path in paths:
+        result = _gridgate(*path, "--help", env={"COLUMNS": "200"})
+        assert result.returncode == 0, (path, result.stderr)
+        assert "Usage:" in result.stdout
+        shown = [line for line in result.stdout.splitlines() if "`" in line]
+        assert shown == [], (path, shown)

@@ -31,7 +31,8 @@ async def test_signed_request_reaches_an_upstream_and_back(gateway: Gateway) -> 
     )
     assert answer.status_code == 200, answer.text
     seen = answer.json()
-    assert seen["path"] == OK and seen["query"] == "b=2&a=1"
+    # The query arrives in the canonical form the signature covered (api.md).
+    assert seen["path"] == OK and seen["query"] == "a=1&b=2"
     # The trace id is the caller's, once; the upstream's own header does not leak through.
     assert answer.headers.get_list("x-trace-id") == ["4bf92f3577b34da6a3ce929d0e0e4736"]
     assert seen["headers"]["x-trace-id"] == "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from gridgate.operators.audit import Actor
-from gridgate.permissions.schemas import FieldRuleIn, InterfacePermissionIn
+from gridgate.permissions.schemas import (
+    FieldRuleIn,
+    InterfacePermissionIn,
+    InterfacePermissionUpdate,
+)
 from gridgate.permissions.services import PermissionService
 from tests.functional.gateway_harness import Gateway
 
@@ -95,3 +99,22 @@ async def test_rules_reload_and_disappear(gateway: Gateway) -> None:
         await service.delete_field_rule(rule.id)
     await gateway.parts.holder.refresh()
     assert "headers" in (await gateway.send("GET", "/api/v1/f/live/ok", token=token)).json()
+
+
+async def test_an_edited_interface_permission_takes_effect(gateway: Gateway) -> None:
+    await gateway.interface("p.edit", "/api/v1/p/edit/ok")
+    await gateway.permit(
+        "create_interface_permission",
+        InterfacePermissionIn(channel="app", interface="p.edit", min_level=1),
+    )
+    token = gateway.token(level=1)
+    assert (await gateway.send("GET", "/api/v1/p/edit/ok", token=token)).status_code == 200
+    async with gateway.runtime.db.transaction() as session:
+        service = PermissionService(session, Actor("test"))
+        [permission] = await service.interface_permissions("app")
+        await service.update_interface_permission(
+            permission.id, InterfacePermissionUpdate(min_level=2)
+        )
+    await gateway.parts.holder.refresh()
+    refused = await gateway.send("GET", "/api/v1/p/edit/ok", token=token)
+    assert refused.status_code == 403 and refused.json()["required_level"] == 2

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from sqlalchemy import text
+
+from gridgate.runtime import Runtime
 
 APP = {"code": "app", "name": "App", "type": "app"}
 SYSTEM = {
@@ -201,3 +204,147 @@ async def test_deleting_an_interface_audits_the_permissions_removed_with_it(
     assert removed["perm_interfaces"][0]["min_level"] == 2
     assert [row["id"] for row in removed["perm_fields"]] == [rule.json()["id"]]
     assert event["before"]["code"] == "c.read"
+
+
+async def _revision(runtime: Runtime) -> int:
+    async with runtime.db.transaction() as session:
+        return int((await session.execute(text("SELECT revision FROM catalog_revision"))).scalar())
+
+
+async def _updates(admin: httpx.AsyncClient, kind: str) -> list[dict[str, Any]]:
+    audit = (await admin.get("/admin/v1/audit", params={"action": f"{kind}.update"})).json()
+    return list(audit["items"])
+
+
+async def test_menus_and_functions_are_edited_in_place(
+    admin: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await _setup(admin)
+    menus = "/admin/v1/permissions/menus"
+    made = {}
+    for code, parent in (("home", None), ("account", None), ("bills", "account")):
+        answer = await admin.post(
+            menus, json={"channel": "app", "code": code, "name": code, "parent": parent}
+        )
+        assert answer.status_code == 201, answer.text
+        made[code] = answer.json()
+    bills, account = made["bills"], made["account"]
+    start = await _revision(runtime)
+    moved = await admin.patch(
+        f"{menus}/{bills['id']}", json={"parent": "home", "min_level": 2, "name": "账单"}
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json() == {**bills, "parent": "home", "min_level": 2, "name": "账单"}
+    assert await _revision(runtime) == start + 1
+    [event] = await _updates(admin, "menu")
+    assert (event["resource_id"], event["before"], event["after"]) == (
+        str(bills["id"]),
+        bills,
+        moved.json(),
+    )
+    top = await admin.patch(f"{menus}/{bills['id']}", json={"parent": None})
+    assert top.json()["parent"] is None
+    # Validated as on create, and the tree stays a tree.
+    assert _field(await admin.patch(f"{menus}/{account['id']}", json={"parent": "account"})) == (
+        "parent"
+    )
+    await admin.patch(f"{menus}/{bills['id']}", json={"parent": "account"})
+    assert _field(await admin.patch(f"{menus}/{account['id']}", json={"parent": "bills"})) == (
+        "parent"
+    )
+    for body, field in (
+        ({"parent": "ghost"}, "parent"),
+        ({"min_level": 3}, "min_level"),
+        ({"name": None}, "name"),
+        ({"code": "renamed"}, "code"),
+        ({"position": -1}, "position"),
+    ):
+        assert _field(await admin.patch(f"{menus}/{bills['id']}", json=body)) == field, body
+    assert (await admin.patch(f"{menus}/999999", json={"name": "x"})).status_code == 404
+    # Nothing changed by the refused ones, and an empty PATCH is no change at all.
+    before = await _revision(runtime)
+    assert (await admin.patch(f"{menus}/{bills['id']}", json={})).status_code == 200
+    assert await _revision(runtime) == before
+    assert len(await _updates(admin, "menu")) == 3
+
+    functions = "/admin/v1/permissions/functions"
+    function = await admin.post(
+        functions, json={"channel": "app", "menu": "bills", "code": "query", "name": "查询"}
+    )
+    other = await admin.post(
+        functions, json={"channel": "app", "menu": "home", "code": "query", "name": "查询"}
+    )
+    assert function.status_code == other.status_code == 201
+    url = f"{functions}/{function.json()['id']}"
+    assert (await admin.patch(url, json={"menu": "home"})).status_code == 409
+    assert _field(await admin.patch(url, json={"menu": "ghost"})) == "menu"
+    assert _field(await admin.patch(url, json={"channel": "app"})) == "channel"
+    changed = await admin.patch(url, json={"menu": "account", "min_level": 1})
+    assert changed.status_code == 200, changed.text
+    assert changed.json() == {**function.json(), "menu": "account", "min_level": 1}
+    [event] = await _updates(admin, "function")
+    assert (event["before"], event["after"]) == (function.json(), changed.json())
+
+
+async def test_interface_permissions_and_field_rules_are_edited_in_place(
+    admin: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await _setup(admin)
+    component = await admin.post(
+        "/admin/v1/components",
+        json={"channel": "app", "code": "pay", "name": "缴费"},
+    )
+    assert component.status_code == 201, component.text
+    permission = await admin.post(
+        "/admin/v1/permissions/interfaces",
+        json={"channel": "app", "interface": "c.read", "min_level": 1},
+    )
+    assert permission.status_code == 201
+    url = f"/admin/v1/permissions/interfaces/{permission.json()['id']}"
+    start = await _revision(runtime)
+    changed = await admin.patch(url, json={"component": "pay", "min_level": 2})
+    assert changed.status_code == 200, changed.text
+    assert changed.json() == {**permission.json(), "component": "pay", "min_level": 2}
+    assert await _revision(runtime) == start + 1
+    assert (await admin.patch(url, json={"component": None})).json()["component"] is None
+    for body, field in (
+        ({"component": "ghost"}, "component"),
+        ({"min_level": None}, "min_level"),
+        ({"interface": "c.read"}, "interface"),
+    ):
+        assert _field(await admin.patch(url, json=body)) == field, body
+    events = await _updates(admin, "interface_permission")
+    assert [e["after"]["component"] for e in events] == [None, "pay"]
+    assert events[1]["before"] == permission.json()
+
+    rule = await admin.post(
+        "/admin/v1/permissions/fields",
+        json={"interface": "c.read", "path": "name", "action": "drop", "below_level": 2},
+    )
+    assert rule.status_code == 201
+    url = f"/admin/v1/permissions/fields/{rule.json()['id']}"
+    for body, field in (
+        ({"path": "a..b"}, "path"),
+        ({"action": "mask:secret"}, "action"),
+        ({"below_level": 4}, "below_level"),
+        ({"channel": "ghost"}, "channel"),
+        ({"path": None}, "path"),
+    ):
+        assert _field(await admin.patch(url, json=body)) == field, body
+    changed = await admin.patch(
+        url, json={"channel": "app", "path": "items[].address", "action": "mask:address"}
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json() == {
+        **rule.json(),
+        "channel": "app",
+        "path": "items[].address",
+        "action": "mask:address",
+    }
+    assert (await admin.patch(url, json={"channel": None})).json()["channel"] is None
+    events = await _updates(admin, "field_rule")
+    assert [e["after"]["channel"] for e in events] == [None, "app"]
+    assert events[1]["before"] == rule.json()
+    assert (
+        await admin.patch("/admin/v1/permissions/fields/999999", json={"below_level": 1})
+    ).status_code == 404

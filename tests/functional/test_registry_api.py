@@ -182,12 +182,19 @@ async def test_wrong_credentials_are_401(
 
 async def test_instances_belong_to_their_business_system(registry: httpx.AsyncClient) -> None:
     instance_id = (await _register(registry)).json()["instance_id"]
-    assert (
-        await registry.delete(f"/registry/v1/instances/{instance_id}", headers=MARKETING)
-    ).status_code == 403
-    assert (
-        await registry.put(f"/registry/v1/instances/{instance_id}/heartbeat", headers=MARKETING)
-    ).status_code == 403
+    for answer in (
+        await registry.delete(f"/registry/v1/instances/{instance_id}", headers=MARKETING),
+        await registry.put(f"/registry/v1/instances/{instance_id}/heartbeat", headers=MARKETING),
+        await registry.post(
+            "/registry/v1/instances",
+            json={"service": "billing", "host": "10.0.1.8", "port": 9104},
+            headers=MARKETING,
+        ),
+    ):
+        assert answer.status_code == 403
+        assert answer.json()["code"] == "registry.service_not_owned"
+    found = await registry.get("/registry/v1/services/billing/instances", headers=MARKETING)
+    assert [i["instance_id"] for i in found.json()["instances"]] == [instance_id]
 
 
 async def test_malformed_bodies_and_queries(registry: httpx.AsyncClient, runtime: Runtime) -> None:

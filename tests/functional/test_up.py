@@ -31,7 +31,7 @@ def _env() -> dict[str, str]:
 class Up:
     """A `gridgate up` process on free ports in its own data dir."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *extra: str) -> None:
         self.data_dir = data_dir
         self.demo = data_dir / "demo.json"
         before = self.demo.stat().st_mtime_ns if self.demo.exists() else None
@@ -49,6 +49,7 @@ class Up:
                 "0",
                 "--registry-port",
                 "0",
+                *extra,
             ],
             env=_env(),
             stdout=subprocess.PIPE,
@@ -362,5 +363,77 @@ def test_customer_journey_through_the_gateway(up_dir: Path) -> None:
         assert call("POST", "/api/v1/auth/logout", token=token).status_code == 204
         after = call("GET", "/api/v1/me", token=token)
         assert after.status_code == 401 and after.json()["code"] == "auth.invalid_token"
+    finally:
+        instance.stop()
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex((host, port)) == 0
+
+
+def test_up_keeps_internal_listeners_off_the_channel_address(up_dir: Path) -> None:
+    """`--host` is the channel-facing address: only the gateway binds there, and the services
+    behind it refuse identity headers that the gateway did not sign."""
+    exposed = "127.0.0.2"  # another loopback address stands for the channel-facing one
+    instance = Up(up_dir, "--host", exposed)
+    try:
+        demo = instance.urls
+        assert str(demo["gateway"]).startswith(f"http://{exposed}:")
+        for role in ("admin", "registry", "accounts"):
+            url = httpx.URL(str(demo[role]))
+            assert url.host == "127.0.0.1", (role, url)
+            assert url.port is not None and not _port_open(exposed, url.port), role
+        # Every demo instance registered on loopback, and answers nothing on the exposed one.
+        token = json.loads((up_dir / "keys.json").read_text())["registry_token"]
+        registry = str(demo["registry"])
+        auth = {"Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + START_DEADLINE_S
+        while True:
+            found = httpx.get(f"{registry}/registry/v1/services/billing/instances", headers=auth)
+            instances = found.json()["instances"]
+            if len(instances) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert len(instances) == 2
+        for item in instances:
+            assert item["host"] == "127.0.0.1" and not _port_open(exposed, item["port"])
+        # Called directly with the headers the gateway would set, the services refuse.
+        customer = demo["customers"][0]["customer_no"]  # type: ignore[index]
+        forged = {"X-GG-Channel": "app", "X-GG-Account": "0" * 32, "X-GG-Level": "2"}
+        bills = f"/api/v1/customers/{customer}/bills"
+        billing = f"http://127.0.0.1:{instances[0]['port']}"
+        for answer in (
+            httpx.get(f"{demo['accounts']}/api/v1/me", headers=forged),
+            httpx.get(f"{billing}{bills}", headers=forged),
+            httpx.get(
+                f"{billing}{bills}", headers={**forged, "X-GG-Internal": "v1;billing;1;" + "0" * 64}
+            ),
+        ):
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["code"] == "auth.internal_signature"
+        assert httpx.get(f"{demo['accounts']}/.well-known/jwks.json").status_code == 200
+        # Through the gateway both work: the demo system and the accounts service.
+        secret = next(c["secret"] for c in demo["channels"] if c["code"] == "app")  # type: ignore[index]
+        path, query = "/api/v1/notices/outages", "page=1"
+        deadline = time.monotonic() + START_DEADLINE_S
+        while True:
+            headers = signed_headers("app", secret, "GET", path, query=query)
+            outages = httpx.get(f"{demo['gateway']}{path}?{query}", headers=headers)
+            if outages.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # the gateway's discovery may still be catching up
+        assert outages.status_code == 200, outages.text
+        body = json.dumps({"phone": "13655550000", "purpose": "register"}).encode()
+        deadline = time.monotonic() + START_DEADLINE_S
+        while True:
+            headers = signed_headers("app", secret, "POST", "/api/v1/sms/codes", body=body)
+            headers["content-type"] = "application/json"
+            sent = httpx.post(f"{demo['gateway']}/api/v1/sms/codes", headers=headers, content=body)
+            if sent.status_code != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert sent.status_code == 202, sent.text
     finally:
         instance.stop()

@@ -115,3 +115,47 @@ def test_mask_url() -> None:
     assert mask_url("redis://cache:6379") == "redis://cache:6379"
     assert mask_url("nats://u:p@n:4222") == "nats://u:***@n:4222"
     assert mask_url(None) is None
+
+
+def test_log_format_follows_the_deployment_unless_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings().log_format == "console"  # a person at a terminal
+    for name, value in {
+        "GRIDGATE_ENV": "production",
+        "GRIDGATE_SECRET_KEY": new_key(),
+        "GRIDGATE_DATA_KEY": new_key(),
+        "GRIDGATE_SMS_PROVIDER": "http",
+        "GRIDGATE_SMS_HTTP_URL": "https://sms.example/send",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().log_format == "json"  # a log collector
+    assert load_settings(log_format="console").log_format == "console"
+    config = tmp_path / "gridgate.toml"
+    config.write_text('log_format = "console"\n')
+    assert load_settings(config).log_format == "console"
+
+
+def test_config_file_problems_say_what_is_wrong(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("gateway_port = \n")
+    with pytest.raises(ConfigurationError, match="is not valid TOML"):
+        load_settings(broken)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigurationError, match="is not UTF-8 text"):
+        load_settings(binary)
+    with pytest.raises(ConfigurationError, match="is a directory"):
+        load_settings(tmp_path)
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigurationError, match="is not a regular file"):
+        load_settings(fifo)  # would block for ever if it were read
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("gateway_prot = 1\n")
+    with pytest.raises(ConfigurationError, match="gateway_prot: unknown setting"):
+        load_settings(unknown)
+    with pytest.raises(ConfigurationError, match="database_url: must start with"):
+        load_settings(database_url="mysql://db/gridgate")
+    with pytest.raises(ConfigurationError, match="redis_url: must start with"):
+        load_settings(redis_url="http://cache:6379")

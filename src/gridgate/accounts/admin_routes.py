@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import AwareDatetime, StringConstraints
+from pydantic import StringConstraints
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +14,8 @@ from gridgate.accounts.parts import AccountsParts
 from gridgate.accounts.realname import ApplicationView, RealnameService
 from gridgate.errors import GridgateError, NotFound
 from gridgate.pii import mask_address, mask_name, mask_phone
-from gridgate.schemas import StrictModel
+from gridgate.schemas import Rfc3339Time, StrictModel, utc_text
+from gridgate.storage.search import contains_text
 from gridgate.web.deps import ADMIN_PREFIX, Admin, PageParams, require
 
 __all__ = ["router"]
@@ -55,18 +56,19 @@ async def search_accounts(
     paging: PageParams,
     region: Annotated[str | None, Query(max_length=128)] = None,
     meter_book: Annotated[str | None, Query(max_length=64)] = None,
-    bound_from: AwareDatetime | None = None,
-    bound_to: AwareDatetime | None = None,
-    phone: Annotated[str | None, Query(pattern=r"^1[3-9]\d{9}$")] = None,
-    customer_no: Annotated[str | None, Query(pattern=r"^\d{10}$")] = None,
+    bound_from: Rfc3339Time | None = None,
+    bound_to: Rfc3339Time | None = None,
+    phone: Annotated[str | None, Query(pattern=r"^1[3-9][0-9]{9}$")] = None,
+    customer_no: Annotated[str | None, Query(pattern=r"^[0-9]{10}$")] = None,
     level: Annotated[int | None, Query(ge=0, le=2)] = None,
 ) -> dict[str, Any]:
     """Accounts by power-supply region, meter-reading book, binding time, phone, 户号, level."""
     query = select(Account)
     binding_filters = []
     if region:
-        # Regions are paths (浙江省/杭州市/西湖区): a prefix or any level matches.
-        binding_filters.append(Binding.supply_region.contains(region))
+        # Regions are paths (浙江省/杭州市/西湖区): a prefix or any level matches, and what
+        # the operator typed matches as typed (a ``%`` or ``_`` is no wildcard).
+        binding_filters.append(contains_text(Binding.supply_region, region))
     if meter_book:
         binding_filters.append(Binding.meter_book == meter_book)
     if bound_from:
@@ -99,11 +101,11 @@ async def search_accounts(
                 "phone": mask_phone(service.phone_of(row)),
                 "level": row.level,
                 "status": row.status,
-                "created_at": row.created_at.isoformat(),
+                "created_at": utc_text(row.created_at),
                 "bindings": [
                     {
                         "customer_no": b.customer_no,
-                        "bound_at": b.bound_at.isoformat(),
+                        "bound_at": utc_text(b.bound_at),
                         "supply_region": b.supply_region,
                         "meter_book": b.meter_book,
                     }
@@ -129,7 +131,7 @@ async def account_view(account_id: AccountId, admin: BackOffice, parts: Parts) -
         for binding in bindings:
             entry: dict[str, Any] = {
                 "customer_no": binding.customer_no,
-                "bound_at": binding.bound_at.isoformat(),
+                "bound_at": utc_text(binding.bound_at),
                 "supply_region": binding.supply_region,
                 "meter_book": binding.meter_book,
             }
@@ -152,13 +154,13 @@ async def account_view(account_id: AccountId, admin: BackOffice, parts: Parts) -
             "phone": mask_phone(service.phone_of(account)),
             "level": account.level,
             "status": account.status,
-            "created_at": account.created_at.isoformat(),
+            "created_at": utc_text(account.created_at),
             "attributes": account.attributes,
             "channel_accounts": [
                 {
                     "channel": c.channel,
                     "channel_user_id": c.channel_user_id,
-                    "created_at": c.created_at.isoformat(),
+                    "created_at": utc_text(c.created_at),
                 }
                 for c in channel_accounts
             ],
@@ -183,8 +185,8 @@ def _application(view: ApplicationView) -> dict[str, Any]:
         "id_number": view.id_number,
         "reason": view.reason,
         "reviewer": view.reviewer,
-        "submitted_at": view.submitted_at.isoformat(),
-        "decided_at": view.decided_at.isoformat() if view.decided_at else None,
+        "submitted_at": utc_text(view.submitted_at),
+        "decided_at": utc_text(view.decided_at) if view.decided_at else None,
     }
 
 

@@ -6,15 +6,18 @@ marketing through the service center, like any other caller would.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
 
-from gridgate.errors import UpstreamUnavailable
+from gridgate.errors import TooManyFailures, UpstreamUnavailable
 from gridgate.registry.client import Discovery
 
 __all__ = ["CustomerDirectory", "CustomerRecord", "MarketingDirectory"]
+
+_SECONDS = re.compile(r"[0-9]{1,5}")  # ASCII digits, never an absurd wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +56,14 @@ class MarketingDirectory:
         timeout_s: float = 3.0,
         base_url: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
-        """Find marketing through ``discovery``, or call ``base_url`` directly when given."""
+        """Find marketing through ``discovery``, or call ``base_url`` directly when given;
+        ``auth`` signs each call (``X-GG-Internal``: marketing serves the platform only)."""
         self.discovery = discovery
         self.service = service
         self.base_url = base_url
-        self._http = httpx.AsyncClient(timeout=timeout_s, transport=transport)
+        self._http = httpx.AsyncClient(timeout=timeout_s, transport=transport, auth=auth)
 
     async def _call(
         self, method: str, path: str, json: dict[str, str] | None = None
@@ -112,6 +117,13 @@ class MarketingDirectory:
         )
         if answer.status_code in (404, 422):
             return False
+        if answer.status_code == 429:
+            # Marketing's own limit on its check (it must not be an unlimited oracle either).
+            retry = answer.headers.get("retry-after", "")
+            raise TooManyFailures(
+                "too many service-password checks; try again later",
+                retry_after=int(retry) if _SECONDS.fullmatch(retry) else 60,
+            )
         answer.raise_for_status()
         return bool(answer.json().get("valid"))
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ import structlog
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridgate.accounts.bindings import BindingService
+from gridgate.accounts.bindings import BindingLimits, BindingService
 from gridgate.accounts.directory import CustomerDirectory, MarketingDirectory
 from gridgate.accounts.files import MAX_IMAGE_BYTES, DirectoryFileStore, FileStore
 from gridgate.accounts.services import AccountService
@@ -23,13 +24,21 @@ from gridgate.accounts.sms import (
     MemoryCodeStore,
     RedisCodeStore,
     SmsCodes,
+    SmsNotices,
     SmsProvider,
     provider_for,
 )
 from gridgate.accounts.tokens import KeyRing
+from gridgate.addresses import client_bucket
+from gridgate.attempts import (
+    AttemptStore,
+    Backoff,
+    MemoryAttemptStore,
+    RedisAttemptStore,
+)
 from gridgate.errors import Locked, UpstreamUnavailable
-from gridgate.gateway.flow import RateLimiter
 from gridgate.gateway.tokens import RedisRevocationFeed
+from gridgate.internal_auth import InternalAuth, InternalSigner
 from gridgate.registry.client import Discovery, RegistryClient, RegistryUnavailable
 from gridgate.runtime import Runtime
 
@@ -37,31 +46,37 @@ __all__ = ["AccountsParts", "LoginGuard", "RuntimeRevoker"]
 
 _log = structlog.get_logger("gridgate.accounts")
 Job = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-#: Failed sign-ins per client address before it must wait (well under ASVS's 100 per hour).
-IP_FAILURES, IP_WINDOW_S = 30, 600
+#: Sign-in failures from one client address (IPv6: its /64) that pass; then each further
+#: sign-in waits 60 s after the last, doubling up to 10 min; 10 min without one forgets them.
+ADDRESS_RULE = Backoff("", free=30, base_s=60, cap_s=600, window_s=600)
 
 
 class LoginGuard:
-    """Counts failed sign-ins per client address; too many make that address wait.
+    """Counts sign-ins per client address; too many failures make that address wait.
 
     Keyed by address, so an attacker slows down only their own address, never the victim's
-    account from elsewhere (the account's own lock is short and temporary).
+    account from elsewhere (the account's own lock is short and temporary). A sign-in is
+    counted before it is checked, so concurrent guesses cannot slip past, and given back
+    (:meth:`passed`) unless it failed.
     """
 
-    def __init__(self, limiter: RateLimiter) -> None:
-        self.limiter = limiter
+    def __init__(self, attempts: AttemptStore, rule: Backoff = ADDRESS_RULE) -> None:
+        self.attempts = attempts
+        self.rule = rule
 
-    async def check(self, client_ip: str) -> None:
-        """Refuse while the address has too many recent failures."""
-        if client_ip and not await self.limiter.allows(
-            f"login-ip:{client_ip}", IP_FAILURES, IP_WINDOW_S
-        ):
-            raise Locked("too many failed sign-ins from this address", retry_after=IP_WINDOW_S)
+    def _keys(self, client_ip: str) -> list[str]:
+        return [f"sign-in-address:{client_bucket(client_ip)}"] if client_ip else []
 
-    async def failed(self, client_ip: str) -> None:
-        """Count a failure."""
-        if client_ip:
-            await self.limiter.count(f"login-ip:{client_ip}", IP_FAILURES, IP_WINDOW_S)
+    async def attempt(self, client_ip: str) -> None:
+        """Count a sign-in from ``client_ip``, or refuse it while the address must wait."""
+        rules = [self.rule.under(key) for key in self._keys(client_ip)]
+        wait = await self.attempts.attempt(rules)
+        if wait > 0:
+            raise Locked("too many failed sign-ins from this address", retry_after=math.ceil(wait))
+
+    async def passed(self, client_ip: str) -> None:
+        """Give back a counted sign-in that was no failure."""
+        await self.attempts.refund(self._keys(client_ip))
 
 
 class RuntimeRevoker:
@@ -106,6 +121,11 @@ class AccountsParts:
     keys: KeyRing
     login_guard: LoginGuard
     revoker: RuntimeRevoker
+    #: Failure counts with growing waits: sign-in per phone and per address, service
+    #: passwords (bindings); the admin listener's operator sign-in limits share it.
+    attempts: AttemptStore
+    #: SMS notices (failed and successful bindings, registering a registered phone).
+    notices: SmsNotices
     directory: CustomerDirectory = field(default_factory=_PendingDirectory)
     max_image_bytes: int = MAX_IMAGE_BYTES
 
@@ -120,12 +140,14 @@ class AccountsParts:
         """Wire the stores the settings name."""
         settings = runtime.settings
         store: CodeStore
+        attempts: AttemptStore
         if settings.redis_url:
-            store = RedisCodeStore(Redis.from_url(settings.redis_url), owns_client=True)
-            limiter = RateLimiter(settings.redis_url)
+            redis = Redis.from_url(settings.redis_url)
+            store = RedisCodeStore(redis, owns_client=True)
+            attempts = RedisAttemptStore(redis)  # the code store closes the shared client
         else:
             store = MemoryCodeStore()
-            limiter = RateLimiter("memory://")
+            attempts = MemoryAttemptStore()
         provider = provider or provider_for(
             settings.sms_provider,
             production=settings.production,
@@ -144,8 +166,10 @@ class AccountsParts:
             keys=KeyRing(
                 runtime.box, issuer=settings.token_issuer, audience=settings.token_audience
             ),
-            login_guard=LoginGuard(limiter),
+            login_guard=LoginGuard(attempts),
             revoker=RuntimeRevoker(runtime),
+            attempts=attempts,
+            notices=SmsNotices(provider, store),
         )
         if directory is not None:
             parts.directory = directory
@@ -153,7 +177,9 @@ class AccountsParts:
 
     def accounts(self, session: AsyncSession) -> AccountService:
         """The account service on ``session``."""
-        return AccountService(session, self.runtime.box, self.keys, self.revoker)
+        return AccountService(
+            session, self.runtime.box, self.keys, self.revoker, attempts=self.attempts
+        )
 
     def bindings(self, session: AsyncSession) -> BindingService:
         """The binding service on ``session``."""
@@ -161,6 +187,10 @@ class AccountsParts:
             session,
             self.directory,
             self.sms,
+            attempts=self.attempts,
+            notices=self.notices,
+            box=self.runtime.box,
+            limits=BindingLimits.from_settings(self.runtime.settings),
             allow_shared=self.runtime.settings.accounts_allow_shared_binding,
         )
 
@@ -173,7 +203,8 @@ class AccountsParts:
                 registry_urls, token=token.get_secret_value() if token else None
             )
             discovery = Discovery(client, services=["marketing"])
-            directory = MarketingDirectory(discovery)
+            signer = InternalSigner(self.runtime.internal_keys)
+            directory = MarketingDirectory(discovery, auth=InternalAuth(signer, "marketing"))
             try:
                 while not stopping.is_set():
                     try:
@@ -189,7 +220,8 @@ class AccountsParts:
                 await discovery.stop()
                 await directory.aclose()
                 await client.aclose()
+                await self.notices.drain()
+                await self.attempts.close()
                 await self.store.close()
-                await self.login_guard.limiter.close()
 
         return [run]

@@ -1,9 +1,10 @@
 """The channel-facing interfaces of the accounts service (api.md), served behind the gateway.
 
 The gateway has already authenticated the channel and verified the customer's access token;
-it passes who is calling in ``X-GG-Channel``, ``X-GG-Account`` and ``X-GG-Session`` (and strips
-any such header a caller sent). This service sits in the intranet zone, like every business
-system, and trusts those headers.
+it passes who is calling in ``X-GG-Channel``, ``X-GG-Account``, ``X-GG-Session`` and
+``X-GG-Client-IP`` (and strips any such header a caller sent). These headers are trusted
+because the listener refuses every call without the gateway's ``X-GG-Internal`` signature
+over them (:mod:`gridgate.internal_auth`, applied in :func:`gridgate.accounts.app.build_accounts`).
 """
 
 from __future__ import annotations
@@ -22,21 +23,21 @@ from gridgate.accounts.bindings import SubscriptionItem
 from gridgate.accounts.models import Account
 from gridgate.accounts.parts import AccountsParts
 from gridgate.accounts.realname import RealnameService
-from gridgate.accounts.services import TokenPair
+from gridgate.accounts.services import REGISTERED_NOTICE, PhoneRegistered, TokenPair
 from gridgate.accounts.sms import SmsCodeInvalid
 from gridgate.catalog.models import Channel
 from gridgate.errors import AuthRequired, GridgateError, InvalidRequest, InvalidToken
 from gridgate.permissions.models import FunctionRow, MenuRow
 from gridgate.pii import mask_phone
-from gridgate.schemas import StrictModel
+from gridgate.schemas import StrictModel, utc_text
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1")
-Phone = Annotated[str, StringConstraints(pattern=r"^1[3-9]\d{9}$")]
-Code6 = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
+Phone = Annotated[str, StringConstraints(pattern=r"^1[3-9][0-9]{9}$")]
+Code6 = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
 Password = Annotated[SecretStr, Field(min_length=8, max_length=128)]
-CustomerNo = Annotated[str, StringConstraints(pattern=r"^\d{10}$")]
+CustomerNo = Annotated[str, StringConstraints(pattern=r"^[0-9]{10}$")]
 ChannelUserId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
@@ -57,8 +58,9 @@ def _channel(request: Request) -> str:
 
 
 def _client_ip(request: Request) -> str:
-    forwarded = request.headers.get("x-forwarded-for", "")
-    return forwarded.split(",")[0].strip() or (request.client.host if request.client else "")
+    # The gateway's signed header, not X-Forwarded-For: a proxy in between may extend that.
+    signed = request.headers.get("x-gg-client-ip", "").strip()
+    return signed or (request.client.host if request.client else "")
 
 
 @asynccontextmanager
@@ -124,17 +126,30 @@ class RegisterRequest(StrictModel):
 
 @router.post("/accounts", status_code=201)
 async def register(body: RegisterRequest, request: Request, parts: Parts) -> dict[str, object]:
-    """Register with a verified phone; the channel identity is linked when given."""
+    """Register with a verified phone; the channel identity is linked when given.
+
+    A phone that has an account answers as a wrong code does, and its owner learns why by
+    SMS: the answer tells nobody else whether the phone is registered.
+    """
     channel = _channel(request)
     await parts.sms.verify(body.phone, "register", body.sms_code)
-    async with _transaction(parts) as session:
-        account = await parts.accounts(session).register(
+    try:
+        async with _transaction(parts) as session:
+            account = await parts.accounts(session).register(
+                body.phone,
+                body.password.get_secret_value(),
+                channel=channel,
+                channel_user_id=body.channel_user_id,
+            )
+            return {"account_id": account.id, "level": account.level}
+    except PhoneRegistered:
+        parts.notices.send_later(
             body.phone,
-            body.password.get_secret_value(),
-            channel=channel,
-            channel_user_id=body.channel_user_id,
+            REGISTERED_NOTICE,
+            purpose="register_notice",
+            once_per=(f"registered:{body.phone}", 86_400),
         )
-        return {"account_id": account.id, "level": account.level}
+        raise SmsCodeInvalid from None
 
 
 class TokenRequest(StrictModel):
@@ -157,35 +172,50 @@ async def token(body: TokenRequest, request: Request, parts: Parts) -> dict[str,
             raise InvalidRequest("refresh_token is required", field="refresh_token")
         async with _transaction(parts, keep_on_error=True) as session:
             return _tokens(
-                await parts.accounts(session).refresh(body.refresh_token.get_secret_value())
+                await parts.accounts(session).refresh(
+                    body.refresh_token.get_secret_value(), channel=channel
+                )
             )
     if body.phone is None:
         raise InvalidRequest("phone is required", field="phone")
-    await parts.login_guard.check(_client_ip(request))
-    if body.grant_type == "sms_code":
-        if body.sms_code is None:
-            raise InvalidRequest("sms_code is required", field="sms_code")
-        await parts.sms.verify(body.phone, "login", body.sms_code)
-    elif body.password is None:
+    if body.grant_type == "sms_code" and body.sms_code is None:
+        raise InvalidRequest("sms_code is required", field="sms_code")
+    if body.grant_type == "password" and body.password is None:
         raise InvalidRequest("password is required", field="password")
-    async with _transaction(parts, keep_on_error=True) as session:
-        service = parts.accounts(session)
-        try:
-            if body.grant_type == "password":
-                assert body.password is not None  # noqa: S101 - checked above
-                account = await service.authenticate(body.phone, body.password.get_secret_value())
-            else:
-                found = await service.by_phone(body.phone)
-                if found is None or found.status != "active":
-                    # The same answer as a wrong code: sign-in does not tell who is registered.
-                    raise SmsCodeInvalid("the code is not valid")
-                account = found
-        except GridgateError:
-            await parts.login_guard.failed(_client_ip(request))
-            raise
-        if body.channel_user_id:
-            await service.link_channel(account, channel, body.channel_user_id)
-        return _tokens(await service.start_session(account, channel))
+    return await _sign_in(parts, body, body.phone, channel, _client_ip(request))
+
+
+async def _sign_in(
+    parts: AccountsParts, body: TokenRequest, phone: str, channel: str, client_ip: str
+) -> dict[str, object]:
+    """A password or SMS-code sign-in, counted against the client address."""
+    # Counted before anything is checked, so that concurrent guesses cannot slip past; given
+    # back unless the sign-in failed (a wrong SMS code is bounded by the code's own attempts).
+    await parts.login_guard.attempt(client_ip)
+    failed = False
+    try:
+        if body.sms_code is not None and body.grant_type == "sms_code":
+            await parts.sms.verify(phone, "login", body.sms_code)
+        async with _transaction(parts, keep_on_error=True) as session:
+            service = parts.accounts(session)
+            try:
+                if body.password is not None and body.grant_type == "password":
+                    account = await service.authenticate(phone, body.password.get_secret_value())
+                else:
+                    found = await service.by_phone(phone)
+                    if found is None or found.status != "active":
+                        # As a wrong code: sign-in does not tell who is registered.
+                        raise SmsCodeInvalid("the code is not valid")
+                    account = found
+            except GridgateError:
+                failed = True
+                raise
+            if body.channel_user_id:
+                await service.link_channel(account, channel, body.channel_user_id)
+            return _tokens(await service.start_session(account, channel))
+    finally:
+        if not failed:
+            await parts.login_guard.passed(client_ip)
 
 
 @router.post("/auth/logout", status_code=204)
@@ -211,7 +241,7 @@ async def me(request: Request, parts: Parts) -> dict[str, object]:
             "phone": mask_phone(parts.accounts(session).phone_of(account)),
             "level": account.level,
             "bindings": [
-                {"customer_no": b.customer_no, "bound_at": b.bound_at.isoformat()} for b in bindings
+                {"customer_no": b.customer_no, "bound_at": utc_text(b.bound_at)} for b in bindings
             ],
             "realname": {"status": latest.status if latest else "none"},
         }
@@ -229,9 +259,9 @@ async def binding_challenge(
 ) -> dict[str, object]:
     """Send a code to the phone the utility has on file for the 户号."""
     async with _transaction(parts) as session:
-        await _me(session, parts, request)
+        account = await _me(session, parts, request)
         sent = await parts.bindings(session).challenge(
-            body.customer_no, client_ip=_client_ip(request)
+            body.customer_no, client_ip=_client_ip(request), holder=account.id
         )
     return {"masked_phone": sent.masked_phone, "expires_in": sent.expires_in}
 
@@ -251,7 +281,12 @@ async def bind(body: BindRequest, request: Request, parts: Parts) -> dict[str, o
         account = await _me(session, parts, request)
         secret = body.service_password.get_secret_value() if body.service_password else None
         binding = await parts.bindings(session).bind(
-            account, body.customer_no, sms_code=body.sms_code, service_password=secret
+            account,
+            body.customer_no,
+            sms_code=body.sms_code,
+            service_password=secret,
+            session_id=request.headers.get("x-gg-session"),
+            client_ip=_client_ip(request),
         )
         return {"customer_no": binding.customer_no, "level": account.level}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,22 +19,45 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gridgate.accounts.models import Account, Binding, ChannelAccount, Session
 from gridgate.accounts.tokens import ACCESS_TTL_S, KeyRing, TokenClaims
-from gridgate.errors import BadCredentials, Conflict, InvalidRequest, InvalidToken, Locked
+from gridgate.attempts import AttemptStore, Backoff
+from gridgate.errors import (
+    BadCredentials,
+    Conflict,
+    InvalidRequest,
+    InvalidToken,
+    Locked,
+    RefreshChannelMismatch,
+)
 from gridgate.passwords import hash_password, needs_rehash, verify_password
 from gridgate.storage.crypto import SecretBox
 from gridgate.storage.models import UTCDateTime, utcnow
 
-__all__ = ["PHONE", "AccountService", "Revoker", "TokenPair"]
+__all__ = [
+    "PHONE",
+    "REGISTERED_NOTICE",
+    "AccountService",
+    "PhoneRegistered",
+    "Revoker",
+    "TokenPair",
+]
 
 PHONE = "account.phone"
 REFRESH_TTL = timedelta(days=30)
-#: Failed sign-ins before an account waits; the wait doubles per failure up to the cap. With
+#: Failed sign-ins before a phone waits; the wait doubles per failure up to the cap. With
 #: the cap at 15 minutes an attacker gets far fewer than ASVS's 100 tries per hour, and the
-#: owner is never locked out for longer than that.
+#: owner is never locked out for longer than that. Counted per phone, registered or not, so
+#: that the lock tells nobody whether the phone has an account.
 LOCK_AFTER = 5
 LOCK_BASE_S = 30
 LOCK_CAP_S = 900
+#: Failures are forgotten a day after the last one (a success forgets them at once).
+LOCK_WINDOW_S = 86_400
 MIN_PASSWORD, MAX_PASSWORD = 8, 128
+#: The SMS that tells a phone's owner why registering it failed (at most one a day).
+REGISTERED_NOTICE = (
+    "【网上国网】您的手机号已注册网上国网账户，请直接登录；忘记密码可用短信验证码登录。"
+    "如非您本人操作，请忽略本短信。"
+)
 #: 户号 carried in an access token (the oldest bindings first); more would bloat every request.
 MAX_BOUND_IN_TOKEN = 50
 
@@ -70,11 +94,13 @@ _SESSIONS = cast(Table, Session.__table__)
 _ACCOUNTS = cast(Table, Account.__table__)
 _BINDINGS = cast(Table, Binding.__table__)
 _NOW = bindparam("now", type_=UTCDateTime())
-#: Claim a refresh token: matches only a live, unused token of an active account.
+#: Claim a refresh token: matches only a live, unused token of an active account, presented
+#: by the channel it was issued to.
 _CLAIM = (
     update(_SESSIONS)
     .where(
         _SESSIONS.c.refresh_hash == bindparam("h"),
+        _SESSIONS.c.channel == bindparam("ch"),
         _SESSIONS.c.used_at.is_(None),
         _SESSIONS.c.revoked_at.is_(None),
         _SESSIONS.c.expires_at > _NOW,
@@ -87,6 +113,7 @@ _CLAIM = (
 _WHY_REFUSED = (
     select(
         _SESSIONS.c.family_id,
+        _SESSIONS.c.channel,
         _SESSIONS.c.used_at,
         _SESSIONS.c.revoked_at,
         _SESSIONS.c.expires_at,
@@ -127,16 +154,27 @@ def check_password(password: str) -> None:
         )
 
 
+class PhoneRegistered(Conflict):
+    """Registration of a phone that already has an account (the caller decides what to say)."""
+
+
 class AccountService:
     """Account operations inside one transaction."""
 
     def __init__(
-        self, session: AsyncSession, box: SecretBox, keys: KeyRing, revoker: Revoker
+        self,
+        session: AsyncSession,
+        box: SecretBox,
+        keys: KeyRing,
+        revoker: Revoker,
+        *,
+        attempts: AttemptStore,
     ) -> None:
         self.session = session
         self.box = box
         self.keys = keys
         self.revoker = revoker
+        self.attempts = attempts
 
     def phone_hash(self, phone: str) -> str:
         """The keyed look-up hash of a phone number."""
@@ -158,16 +196,20 @@ class AccountService:
     async def register(
         self, phone: str, password: str, *, channel: str, channel_user_id: str | None
     ) -> Account:
-        """Create an account for a verified phone (the caller checked the SMS code)."""
+        """Create an account for a verified phone (the caller checked the SMS code).
+
+        PhoneRegistered if the phone has an account, after the same work as a registration
+        (the password is hashed either way), so that the time taken tells nothing.
+        """
         check_password(password)
+        password_hash = await asyncio.to_thread(hash_password, password)
         if await self.by_phone(phone) is not None:
-            # The flow has to say it: the customer should sign in instead.
-            raise Conflict("this phone number is already registered", field="phone")
+            raise PhoneRegistered("this phone number is already registered", field="phone")
         account = Account(
             id=secrets.token_hex(16),
             phone_hash=self.phone_hash(phone),
             phone_sealed=self.box.seal(phone, PHONE),
-            password_hash=await asyncio.to_thread(hash_password, password),
+            password_hash=password_hash,
             status="active",
             level=0,
             attributes={},
@@ -202,25 +244,31 @@ class AccountService:
         else:
             found.last_seen_at = utcnow()
 
+    def sign_in_rule(self, phone: str) -> Backoff:
+        """The failure count of password sign-ins with ``phone`` (registered or not)."""
+        return Backoff(
+            f"sign-in:{self.phone_hash(phone)}", LOCK_AFTER, LOCK_BASE_S, LOCK_CAP_S, LOCK_WINDOW_S
+        )
+
     async def authenticate(self, phone: str, password: str) -> Account:
-        """The account for phone + password, with growing waits after failures."""
+        """The account for phone + password, with growing waits after failures.
+
+        The same steps, answers and waits whether or not the phone is registered: the attempt
+        is counted for the phone itself, and an unknown phone's password is checked against a
+        dummy hash.
+        """
+        rule = self.sign_in_rule(phone)
+        # Counted before the check, so that concurrent guesses cannot pass the count.
+        wait = await self.attempts.attempt([rule])
+        if wait > 0:
+            raise Locked("too many failed sign-ins; try again later", retry_after=math.ceil(wait))
         account = await self.by_phone(phone)
-        now = utcnow()
-        if account is not None and account.locked_until and account.locked_until > now:
-            retry = int((account.locked_until - now).total_seconds()) + 1
-            raise Locked("too many failed sign-ins; try again later", retry_after=retry)
         stored = account.password_hash if account is not None else None
         # argon2 takes ~100 ms of CPU: off the event loop, so other requests keep flowing.
         matches = await asyncio.to_thread(verify_password, stored, password)
         if not matches or account is None or account.status != "active":
-            if account is not None and stored is not None:
-                account.failed_logins += 1
-                if account.failed_logins >= LOCK_AFTER:
-                    wait = min(LOCK_BASE_S * 2 ** (account.failed_logins - LOCK_AFTER), LOCK_CAP_S)
-                    account.locked_until = now + timedelta(seconds=wait)
             raise BadCredentials("phone number or password is wrong")
-        account.failed_logins = 0
-        account.locked_until = None
+        await self.attempts.reset([rule.key])
         if stored is not None and needs_rehash(stored):
             account.password_hash = await asyncio.to_thread(hash_password, password)
         return account
@@ -260,8 +308,9 @@ class AccountService:
         access = await self.keys.issue(self.session, claims)
         return TokenPair(access, ACCESS_TTL_S, refresh, holder.level)
 
-    async def refresh(self, refresh_token: str) -> TokenPair:
-        """Rotate a refresh token; a token used twice revokes its whole family.
+    async def refresh(self, refresh_token: str, *, channel: str) -> TokenPair:
+        """Rotate a refresh token presented by ``channel``; a token used twice, or presented by
+        another channel than its own, revokes its whole family.
 
         The hot path is three Core statements and no ORM unit of work: the claim (a conditional
         ``UPDATE … RETURNING``: of two concurrent refreshes of one token only one matches, the
@@ -271,10 +320,10 @@ class AccountService:
         token_hash = _refresh_hash(refresh_token)
         now = utcnow()
         conn = await self.session.connection()
-        claimed = (await conn.execute(_CLAIM, {"h": token_hash, "now": now})).first()
+        claimed = (await conn.execute(_CLAIM, {"h": token_hash, "now": now, "ch": channel})).first()
         if claimed is None:
-            await self._refused(conn, token_hash, now)
-        account_id, family_id, channel = claimed
+            await self._refused(conn, token_hash, now, channel)
+        account_id, family_id, _ = claimed  # its channel is ``channel``: the claim matched it
         rows = (await conn.execute(_HOLDER, {"account_id": account_id})).all()
         if not rows or rows[0].status != "active":
             # Deactivated between the claim and this read: the claim stays, nothing is issued.
@@ -283,11 +332,21 @@ class AccountService:
         holder = _Holder(account_id, rows[0].level, bound)
         return await self._issue(conn, holder, channel, family_id=family_id)
 
-    async def _refused(self, conn: AsyncConnection, token_hash: str, now: datetime) -> NoReturn:
-        """Why a claim matched nothing: unknown/expired/revoked, inactive account, or reuse."""
+    async def _refused(
+        self, conn: AsyncConnection, token_hash: str, now: datetime, channel: str
+    ) -> NoReturn:
+        """Why a claim matched nothing: unknown/expired/revoked, another channel, inactive
+        account, or reuse."""
         row = (await conn.execute(_WHY_REFUSED, {"h": token_hash})).first()
         if row is None or row.revoked_at is not None or row.expires_at <= now:
             raise InvalidToken("the refresh token is not valid")
+        if row.channel != channel:
+            # Refresh tokens stay in the app they were issued to: one presented by another
+            # channel was lifted from it. End that sign-in everywhere, as a reuse does.
+            await self.revoke_family(row.family_id)
+            raise RefreshChannelMismatch(
+                "the refresh token was issued to another channel; please sign in again"
+            )
         if row.used_at is None and row.status != "active":
             raise InvalidToken("the account is not active")
         # Presented again after rotation (or it lost a race to a concurrent refresh of the same

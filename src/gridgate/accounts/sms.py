@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import math
 import os
 import re
@@ -29,6 +28,7 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
+from gridgate.addresses import client_bucket
 from gridgate.errors import ConfigurationError, GridgateError, InvalidRequest
 from gridgate.pii import mask_phone
 
@@ -43,6 +43,7 @@ __all__ = [
     "SmsCodeInvalid",
     "SmsCodes",
     "SmsDeliveryFailed",
+    "SmsNotices",
     "SmsProvider",
     "SmsTooFrequent",
     "provider_for",
@@ -97,7 +98,7 @@ class SmsProvider(Protocol):
     """Delivers a text message to a mobile phone."""
 
     async def send(self, phone: str, text: str, *, purpose: str, code: str) -> None:
-        """Deliver ``text`` (which carries ``code``) to ``phone``."""
+        """Deliver ``text`` (which carries ``code``; a notice has ``code=""``) to ``phone``."""
         ...
 
 
@@ -146,8 +147,11 @@ class HttpSmsProvider:
         self._http = http if http is not None else httpx.AsyncClient(timeout=5.0)
 
     async def send(self, phone: str, text: str, *, purpose: str, code: str) -> None:
-        """Deliver the templated message; SmsDeliveryFailed unless the gateway answers 2xx."""
-        body = {"phone": phone, "text": text_for(code, self._minutes, self._template)}
+        """Deliver the templated message (a notice's own ``text`` when ``code`` is empty);
+        SmsDeliveryFailed unless the gateway answers 2xx."""
+        if code:
+            text = text_for(code, self._minutes, self._template)
+        body = {"phone": phone, "text": text}
         # Log lines carry the masked phone and never the code: logs outlive the code's 5 minutes.
         try:
             answer = await self._http.post(self._url, json=body, headers=self._headers)
@@ -369,19 +373,6 @@ class RedisCodeStore:
             await self._redis.aclose()
 
 
-def _ip_bucket(client_ip: str) -> str:
-    # One IPv6 subscriber holds a whole /64: limiting single addresses there limits nothing.
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return client_ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
-
-
 class SmsCodes:
     """Sends and verifies SMS codes bound to a phone and a purpose (register, login, bind …)."""
 
@@ -414,9 +405,13 @@ class SmsCodes:
         self._ip_window_s = ip_window_s
         self._ip_max = ip_max
 
-    def _digest(self, phone: str, purpose: str, code: str) -> bytes:
-        message = f"{phone}|{purpose}|{code}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+    def _digest(self, phone: str, purpose: str, code: str, holder: str | None) -> bytes:
+        message = f"{phone}|{purpose}|{code}" + (f"|{holder}" if holder is not None else "")
+        return hmac.new(self._key, message.encode(), hashlib.sha256).digest()
+
+    @staticmethod
+    def _code_key(phone: str, purpose: str, holder: str | None) -> str:
+        return f"{phone}:{purpose}" + (f":{holder}" if holder is not None else "")
 
     def _limits(self, phone: str, client_ip: str) -> list[Limit]:
         # "Per day" is the Beijing calendar day, as Chinese SMS gateways count it.
@@ -425,11 +420,25 @@ class SmsCodes:
         return [
             Limit(f"phone:{phone}", self.resend_s, 1),
             Limit(f"day:{phone}:{day}", (day + 1) * _DAY_S - local, self._daily_max),
-            Limit(f"ip:{_ip_bucket(client_ip)}", self._ip_window_s, self._ip_max),
+            Limit(f"ip:{client_bucket(client_ip)}", self._ip_window_s, self._ip_max),
         ]
 
-    async def send(self, phone: str, purpose: str, *, client_ip: str) -> tuple[int, int]:
-        """Send a fresh code; returns ``(expires_in, resend_after)`` in seconds."""
+    async def send(
+        self,
+        phone: str,
+        purpose: str,
+        *,
+        client_ip: str,
+        holder: str | None = None,
+        deliver: bool = True,
+    ) -> tuple[int, int]:
+        """Send a fresh code; returns ``(expires_in, resend_after)`` in seconds.
+
+        ``holder`` (an account id) binds the code to the account that asked for it: only that
+        account can use it, and nobody else's wrong guesses use up its attempts. Without
+        ``deliver`` every step but the delivery runs (limits, the stored code): the answer for
+        a 户号 that does not exist, which must look like any other.
+        """
         if not _PHONE.fullmatch(phone):
             raise InvalidRequest("phone must be a mainland China mobile number", field="phone")
         if purpose not in PURPOSES:
@@ -440,24 +449,32 @@ class SmsCodes:
         code = f"{secrets.randbelow(1_000_000):06d}"
         # Stored before sending, so a quick reader can use it the moment it arrives; kept if
         # delivery fails, since a timed-out gateway may still have delivered it.
-        digest = self._digest(phone, purpose, code)
+        digest = self._digest(phone, purpose, code, holder)
         await self._store.put_code(
-            f"{phone}:{purpose}", digest, attempts=self.max_attempts, ttl_s=self.ttl_s
+            self._code_key(phone, purpose, holder),
+            digest,
+            attempts=self.max_attempts,
+            ttl_s=self.ttl_s,
         )
-        text = text_for(code, max(1, self.ttl_s // 60))  # never promise more than the TTL
-        await self._provider.send(phone, text, purpose=purpose, code=code)
+        if deliver:
+            text = text_for(code, max(1, self.ttl_s // 60))  # never promise more than the TTL
+            await self._provider.send(phone, text, purpose=purpose, code=code)
         return self.ttl_s, self.resend_s
 
     async def send_to(self, phone: str, purpose: str, *, client_ip: str) -> tuple[int, int]:
         """The same as :meth:`send` (for a phone other than the caller's, e.g. a 户号's)."""
         return await self.send(phone, purpose, client_ip=client_ip)
 
-    async def verify(self, phone: str, purpose: str, code: str) -> None:
-        """Accept the code once; SmsCodeInvalid for every kind of failure alike."""
+    async def verify(
+        self, phone: str, purpose: str, code: str, *, holder: str | None = None
+    ) -> None:
+        """Accept the code once (sent for ``holder``, if one was named); SmsCodeInvalid for
+        every kind of failure alike."""
         if not (_PHONE.fullmatch(phone) and purpose in PURPOSES and _CODE.fullmatch(code)):
             raise SmsCodeInvalid
-        candidate = self._digest(phone, purpose, code)  # before the look-up: same work either way
-        key = f"{phone}:{purpose}"
+        # Before the look-up: the same work either way.
+        candidate = self._digest(phone, purpose, code, holder)
+        key = self._code_key(phone, purpose, holder)
         stored = await self._store.take_attempt(key)
         if (
             stored is None
@@ -465,3 +482,49 @@ class SmsCodes:
             or not await self._store.consume(key, stored)
         ):
             raise SmsCodeInvalid
+
+
+class SmsNotices:
+    """Text messages that inform rather than carry a code, sent off the request path.
+
+    Sent in the background: how long an SMS gateway takes must not show in the answer (a
+    notice goes only where a phone exists, so its time would tell who exists), and a notice
+    that cannot be delivered must not fail the request it is about. ``once_per`` keeps a
+    victim's phone from getting one message per attempt of an attacker: one per key and time.
+    """
+
+    def __init__(self, provider: SmsProvider, store: CodeStore) -> None:
+        self._provider = provider
+        self._store = store
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def send_later(
+        self, phone: str, text: str, *, purpose: str, once_per: tuple[str, float] | None = None
+    ) -> None:
+        """Send ``text`` to ``phone`` soon; with ``once_per=(key, seconds)`` at most once per
+        ``seconds`` for ``key``."""
+        task = asyncio.get_running_loop().create_task(self._send(phone, text, purpose, once_per))
+        self._pending.add(task)  # a reference, or the task may be collected mid-flight
+        task.add_done_callback(self._pending.discard)
+
+    async def _send(
+        self, phone: str, text: str, purpose: str, once_per: tuple[str, float] | None
+    ) -> None:
+        try:
+            if once_per is not None:
+                key, window_s = once_per
+                if await self._store.acquire([Limit(f"notice:{key}", window_s, 1)]) > 0:
+                    return
+            await self._provider.send(phone, text, purpose=purpose, code="")
+        except Exception as exc:  # a lost notice is logged, never raised
+            _log.warning(
+                "sms_notice_failed",
+                phone=mask_phone(phone),
+                purpose=purpose,
+                error=type(exc).__name__,
+            )
+
+    async def drain(self) -> None:
+        """Wait for the notices under way (at shutdown, and in tests)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)

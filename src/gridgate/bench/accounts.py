@@ -347,8 +347,8 @@ async def _worker(config: dict[str, Any]) -> dict[str, Any]:
             return await _lookups(parts, config)
         return await _throughput(parts, config)
     finally:
+        await parts.attempts.close()
         await parts.store.close()
-        await parts.login_guard.limiter.close()
         await runtime.close()
 
 
@@ -378,7 +378,7 @@ async def _throughput(parts: Any, config: dict[str, Any]) -> dict[str, Any]:
 
     async def refresh(token: str) -> str:
         async with db.sessions() as session:
-            pair = await parts.accounts(session).refresh(token)
+            pair = await parts.accounts(session).refresh(token, channel=CHANNEL)
             await session.commit()
         rotated: str = pair.refresh_token
         return rotated

@@ -341,7 +341,8 @@ def _workspace() -> Iterator[tuple[Path, _Processes, list[Callable[[], None]]]]:
     except (httpx.HTTPError, RuntimeError, OSError) as exc:
         # The work dir is about to go: keep what the servers said about the failure.
         said = ""
-        for name in ("gateway.log", "registry.log", "nginx-front.log", "nginx-backend.log"):
+        logs = ("gateway.log", "engine.log", "registry.log", "nginx-front.log", "nginx-backend.log")
+        for name in logs:
             log = work / name
             if log.exists() and log.stat().st_size:
                 said += f"\n-- {name} (end) --\n" + log.read_text(errors="replace")[-3000:]
@@ -439,6 +440,7 @@ def _start(
         "GRIDGATE_DATABASE_URL": database_url,
         "GRIDGATE_REGISTRY_URLS": registry_url,
         "GRIDGATE_ACCOUNTS_JWKS_URL": f"{backend}/jwks.json",
+        "GRIDGATE_TOKEN_MAX_LIFETIME_S": str(duration * 20 + 3600),  # the bench's one token
     }
     say(f"registry node on port {registry_port}, core {LOAD_CORE}")
     registry = procs.start(

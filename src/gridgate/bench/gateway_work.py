@@ -101,7 +101,11 @@ async def _run(count: int) -> WorkResult:
         secret = "bench-channel-" + secrets.token_hex(16)
         await bench._prepare(work, database_url, "bench-" + secrets.token_hex(12), secret)
         settings = load_settings(
-            env="development", data_dir=work, database_url=database_url, log_level="warning"
+            env="development",
+            data_dir=work,
+            database_url=database_url,
+            log_level="warning",
+            token_max_lifetime_s=3600,  # the harness's one token outlives a customer's
         ).with_development_keys()
         runtime = Runtime.build(settings)
         token, jwks = bench._token_and_jwks(

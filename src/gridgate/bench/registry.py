@@ -54,6 +54,7 @@ _NODE_TIMINGS = {"HEARTBEAT_S": "60", "UNHEALTHY_S": "600", "REMOVE_S": "3600"}
 _API = "/registry/v1"
 _SMALL_SERVICES = 10
 _SMALL_SIZE = 10
+_REGISTER_PREFIX, _REGISTER_SERVICES = "bench-reg-", 10
 _CHANGE_INTERVAL_S = 0.2
 _CONNECTIONS = 64
 _NODE_REDIS_POOL = 1000
@@ -242,9 +243,29 @@ async def _prepare(
     data_dir: Path, database_url: str, redis_url: str, password: str, instances: int, services: int
 ) -> tuple[str, list[str]]:
     """Catalog with the bench business system; the instances registered. Token and ids."""
+    from gridgate.catalog.schemas import InterfaceCreate  # noqa: PLC0415 - heavy imports
+
     async with bench_catalog(
         password, data_dir=data_dir, database_url=database_url, redis_url=redis_url
-    ) as (runtime, _):
+    ) as (runtime, catalog):
+        # The registry lets a business system write only the services it owns: the bench
+        # system provides one interface targeting each of its services.
+        names = {_service(i, services) for i in range(min(instances, services))}
+        names |= {f"bench-small-{i:02d}" for i in range(_SMALL_SERVICES)}
+        names |= {f"{_REGISTER_PREFIX}{i}" for i in range(_REGISTER_SERVICES)}
+        for name in sorted(names):
+            await catalog.create_interface(
+                InterfaceCreate.model_validate(
+                    {
+                        "code": name,
+                        "name": name,
+                        "method": "GET",
+                        "path": f"/bench/{name}",
+                        "provider": BUSINESS_SYSTEM,
+                        "target_service": name,
+                    }
+                )
+            )
         gate = asyncio.Semaphore(64)
 
         async def one(service: str, host: str, port: int) -> str:
@@ -625,7 +646,7 @@ def run_registry_bench(
             )
         )
         say(f"registrations, {duration} s")
-        run = wrk(_script(work, "register.lua"), [basic, "bench-reg-", "10"])
+        run = wrk(_script(work, "register.lua"), [basic, _REGISTER_PREFIX, str(_REGISTER_SERVICES)])
         report.rows.append(
             Row("registrations/s per core", f"{run.rate:,.0f}", run.detail() + "; new instances")
         )

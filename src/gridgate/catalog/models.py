@@ -103,6 +103,10 @@ class Interface(_Timestamps, Base):
     max_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_queue: Mapped[int] = mapped_column(Integer, default=100, server_default="100")
     max_wait_ms: Mapped[int] = mapped_column(Integer, default=1000, server_default="1000")
+    #: Requests per second of one client address, and of one account (token ``sub``), on
+    #: this interface: one app user cannot spend the channel's whole budget.
+    client_rate_limit_per_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    account_rate_limit_per_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     balancer: Mapped[str] = mapped_column(
         String(32), default="round_robin", server_default="round_robin"
     )

@@ -211,6 +211,8 @@ class InterfaceCreate(StrictModel):
     max_concurrency: Concurrency | None = None
     max_queue: QueueLength = 100
     max_wait_ms: WaitMs = 1000
+    client_rate_limit_per_s: RatePerSecond | None = None
+    account_rate_limit_per_s: RatePerSecond | None = None
     balancer: BalancerName = "round_robin"
     customer_scope: CustomerScope | None = None
 
@@ -235,6 +237,8 @@ class InterfaceUpdate(StrictModel):
     max_concurrency: Concurrency | None = None
     max_queue: QueueLength | None = None
     max_wait_ms: WaitMs | None = None
+    client_rate_limit_per_s: RatePerSecond | None = None
+    account_rate_limit_per_s: RatePerSecond | None = None
     balancer: BalancerName | None = None
     customer_scope: CustomerScope | None = None
 
@@ -267,6 +271,8 @@ class InterfaceOut(BaseModel):
     max_concurrency: int | None
     max_queue: int
     max_wait_ms: int
+    client_rate_limit_per_s: int | None
+    account_rate_limit_per_s: int | None
     balancer: BalancerName
     customer_scope: str | None
     authorizations: Authorizations

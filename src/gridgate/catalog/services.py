@@ -51,6 +51,16 @@ CHANNEL_SECRET = "channel.secret"  # noqa: S105 - a label, not a secret
 SYSTEM_PASSWORD = "business_system.password"  # noqa: S105 - a label, not a secret
 
 Row = TypeVar("Row")
+#: Interface fields a PATCH may clear with ``null`` (no limit, no data scope).
+_NULLABLE_INTERFACE_FIELDS = frozenset(
+    {
+        "rate_limit_per_s",
+        "max_concurrency",
+        "customer_scope",
+        "client_rate_limit_per_s",
+        "account_rate_limit_per_s",
+    }
+)
 
 
 def _changes(data: BaseModel, nullable: Iterable[str] = ()) -> dict[str, Any]:
@@ -438,7 +448,7 @@ class CatalogService:
         """Change an interface."""
         row = await self._one(Interface, "interface", code=code)
         before = interface_out(row)
-        changes = _changes(data, nullable={"rate_limit_per_s", "max_concurrency", "customer_scope"})
+        changes = _changes(data, nullable=_NULLABLE_INTERFACE_FIELDS)
         if "provider" in changes:
             row.provider = await self._provider(changes.pop("provider"))
         if "method" in changes or "path" in changes:

@@ -2,6 +2,9 @@
 
 With the embedded spool the running ``gridgate up`` owns the buffer and flushes it every
 second; run ``flush`` by hand when it is stopped. With Redis any node may flush at any time.
+
+The pipeline (pyarrow, SQLAlchemy) is imported when a command runs, not when the command line
+is read (see :mod:`gridgate.cli.common`).
 """
 
 from __future__ import annotations
@@ -9,22 +12,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from sqlalchemy import func, select
 
-from gridgate.cli.common import ConfigOpt, DataDirOpt, out, run_coroutine, settings_from
-from gridgate.logs.analysis import Analyzer
-from gridgate.logs.batcher import Batcher
-from gridgate.logs.buffer import LogBuffer
-from gridgate.logs.models import AnalyzedHour
-from gridgate.logs.service import build_buffer, default_storage_url
-from gridgate.logs.storage import ParquetStore
-from gridgate.runtime import Runtime
-from gridgate.settings import Settings
+from gridgate.cli.common import (
+    ConfigOpt,
+    DataDirOpt,
+    open_runtime,
+    out,
+    run_coroutine,
+    settings_from,
+)
+
+if TYPE_CHECKING:
+    from gridgate.logs.buffer import LogBuffer
+    from gridgate.logs.storage import ParquetStore
+    from gridgate.runtime import Runtime
+    from gridgate.settings import Settings
 
 __all__ = ["logs_app"]
 
@@ -45,15 +50,17 @@ async def _with_pipeline(
     storage: str | None,
     work: Callable[[Runtime, LogBuffer, ParquetStore], Awaitable[T]],
 ) -> T:
-    runtime = Runtime.build(settings)
-    buffer: LogBuffer = build_buffer(runtime)
-    store = ParquetStore(storage or default_storage_url(runtime))
-    try:
-        await runtime.db.migrate()
-        return await work(runtime, buffer, store)
-    finally:
-        await buffer.close()
-        await runtime.close()
+    from gridgate.logs.service import build_buffer, default_storage_url  # noqa: PLC0415
+    from gridgate.logs.storage import ParquetStore  # noqa: PLC0415
+
+    async with open_runtime(settings, redis=True) as runtime:
+        buffer: LogBuffer = build_buffer(runtime)
+        store = ParquetStore(storage or default_storage_url(runtime))
+        try:
+            await runtime.db.migrate()
+            return await work(runtime, buffer, store)
+        finally:
+            await buffer.close()
 
 
 @logs_app.command()
@@ -61,6 +68,14 @@ def status(
     config: ConfigOpt = None, data_dir: DataDirOpt = None, storage: StorageOpt = None
 ) -> None:
     """Show what waits in the buffer, what the Parquet store holds and how far analysis is."""
+    from rich.table import Table  # noqa: PLC0415 - see the module docstring
+    from sqlalchemy import func, select  # noqa: PLC0415
+
+    from gridgate.logs.analysis import Analyzer  # noqa: PLC0415
+    from gridgate.logs.buffer import RedisStreamBuffer  # noqa: PLC0415
+    from gridgate.logs.models import AnalyzedHour  # noqa: PLC0415
+    from gridgate.logs.retention import last_run, oldest_kept  # noqa: PLC0415
+
     settings = settings_from(config, data_dir=data_dir)
 
     async def work(
@@ -76,20 +91,65 @@ def status(
                 )
             ).one()
         kind = "Redis Stream" if settings.redis_url else "spool (data dir)"
+        lag = (
+            [("oldest waiting record", _age(await buffer.oldest_age_s(), settings))]
+            if (isinstance(buffer, RedisStreamBuffer))
+            else []
+        )
+        first_file, first_row = await oldest_kept(store, runtime.db)
+        last = await last_run(runtime.db)
         return [
             ("buffer", kind),
             ("waiting in buffer", f"{stats.waiting:,}"),
             ("read, not yet acknowledged", f"{stats.pending:,}"),
+            *lag,
             ("Parquet store", store.url),
             ("Parquet files", f"{files:,} ({size / 1_048_576:,.1f} MiB)"),
             ("hours analysed", f"{hours:,} (newest {newest.isoformat() if newest else '-'})"),
             ("hours due for analysis", f"{len(due):,}"),
+            ("retention", _retention(settings)),
+            ("oldest file hour", _time(first_file)),
+            ("oldest analysed hour", _time(first_row)),
+            ("last retention run", _last(last)),
         ]
 
     table = Table(title="gridgate access-log pipeline", show_header=False)
     for name, value in run_coroutine(_with_pipeline(settings, storage, work)):
         table.add_row(name, value)
     out.print(table)
+
+
+def _time(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else "-"
+
+
+def _days(days: int) -> str:
+    return f"{days} days" if days else "forever"
+
+
+def _retention(settings: Settings) -> str:
+    files, rows = settings.log_retention_days, settings.analysis_retention_days
+    return f"files {_days(files)}, analysis rows {_days(rows)}"
+
+
+def _age(age: float | None, settings: Settings) -> str:
+    if age is None:
+        return "- (nothing waits)"
+    if age > settings.log_lag_warning_s:
+        return f"{age:,.0f} s: behind, is `gridgate serve logs` running?"
+    return f"{age:,.0f} s"
+
+
+def _last(last: tuple[datetime, dict[str, Any]] | None) -> str:
+    if last is None:
+        return "- (nothing removed yet)"
+    at, done = last
+    return (
+        f"{_time(at)}: {done.get('files', 0):,} files ({done.get('hours', 0):,} hours) before "
+        f"{done.get('files_before') or '-'}; {done.get('traffic_rows', 0):,} traffic, "
+        f"{done.get('error_rows', 0):,} error, {done.get('trajectory_rows', 0):,} trajectory "
+        f"rows before {done.get('rows_before') or '-'}"
+    )
 
 
 @logs_app.command()
@@ -100,6 +160,8 @@ def flush(
     consumer: Annotated[str, typer.Option(help="Consumer name in the group.")] = "cli",
 ) -> None:
     """Move everything waiting in the buffer into Parquet files now."""
+    from gridgate.logs.batcher import Batcher  # noqa: PLC0415 - see the module docstring
+
     settings = settings_from(config, data_dir=data_dir)
 
     async def work(_runtime: Runtime, buffer: LogBuffer, store: ParquetStore) -> int:
@@ -119,6 +181,16 @@ def analyze(
     ] = None,
 ) -> None:
     """Recompute the hours whose Parquet files changed (with a progress bar)."""
+    from rich.progress import (  # noqa: PLC0415 - see the module docstring
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from gridgate.logs.analysis import Analyzer  # noqa: PLC0415
+
     settings = settings_from(config, data_dir=data_dir)
 
     async def work(runtime: Runtime, _buffer: LogBuffer, store: ParquetStore) -> tuple[int, int]:

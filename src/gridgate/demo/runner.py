@@ -2,7 +2,9 @@
 
 ``gridgate up`` runs two instances of each system on free ports; ``gridgate serve
 demo-<system>`` runs one. Each registers itself through the registry SDK with its business
-system's credentials, as a real system would, and deregisters when it stops.
+system's credentials, as a real system would, and deregisters when it stops. Each answers
+only calls signed for it (``X-GG-Internal``, :mod:`gridgate.internal_auth`), as a real
+system should: the gateway's, and the accounts service's calls to marketing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ import structlog
 
 from gridgate.demo.data import DemoData
 from gridgate.demo.systems import SYSTEMS
+from gridgate.internal_auth import (
+    MAX_SKEW_S,
+    InternalAuthMiddleware,
+    InternalKeys,
+    InternalVerifier,
+)
 from gridgate.registry.client import RegistryClient, RegistryUnavailable
 from gridgate.server import Listener
 from gridgate.web.middleware import wrap_listener
@@ -28,16 +36,25 @@ _MAX_BODY = 1_048_576
 
 
 def demo_listeners(
-    data: DemoData, host: str, *, systems: list[str] | None = None, copies: int = 2
+    data: DemoData,
+    host: str,
+    *,
+    keys: InternalKeys,
+    max_skew_s: int = MAX_SKEW_S,
+    systems: list[str] | None = None,
+    copies: int = 2,
 ) -> list[Listener]:
     """``copies`` listeners (port 0: a free port each) for every demo system.
 
     The copies of one system share one app and so one state, like replicas behind one
-    database: a payment made on one instance is known to the other.
+    database: a payment made on one instance is known to the other. Each system holds only
+    its own ``X-GG-Internal`` key, as a real one would.
     """
     listeners: list[Listener] = []
     for code in systems or list(SYSTEMS):
-        app = wrap_listener(SYSTEMS[code](data), f"demo-{code}", _MAX_BODY)
+        verifier = InternalVerifier({code: keys.for_service(code)}, max_skew_s=max_skew_s)
+        guarded = InternalAuthMiddleware(SYSTEMS[code](data), verifier)
+        app = wrap_listener(guarded, f"demo-{code}", _MAX_BODY)
         listeners.extend(Listener(f"demo-{code}", app, host, 0) for _ in range(copies))
     return listeners
 

@@ -19,6 +19,8 @@ from gridgate.gateway.flow import Gates
 from gridgate.gateway.snapshot import SnapshotHolder
 from gridgate.gateway.stages import Exchange, Stage
 from gridgate.gateway.upstream import Dispatcher, Outbound, forward_headers, traceparent
+from gridgate.internal_auth import HEADER as INTERNAL_HEADER
+from gridgate.internal_auth import InternalSigner
 from gridgate.permissions.fields import filter_body
 from gridgate.web.http1 import (
     Limits,
@@ -65,6 +67,7 @@ class GatewayApp:
         sink: AccessLogSink,
         probes: ASGIApp,
         max_body_bytes: int,
+        internal_signer: InternalSigner,
         trusted_proxies: Sequence[str] = ("127.0.0.1", "::1"),
     ) -> None:
         self.holder = holder
@@ -73,6 +76,7 @@ class GatewayApp:
         self.dispatcher = dispatcher
         self.sink = sink
         self.probes = probes
+        self.internal_signer = internal_signer
         self.limits = Limits(max_body_bytes=max_body_bytes)
         self.trusted_proxies = frozenset(trusted_proxies)
 
@@ -136,7 +140,13 @@ class GatewayApp:
     async def _dispatch(self, exchange: Exchange) -> Response:
         interface = exchange.interface
         assert interface is not None  # noqa: S101 - Route runs first
-        outbound_headers = forward_headers(exchange.raw_headers)
+        # The x-gg-* names are the gateway's: none of the caller's passes (X-GG-Internal
+        # included), so every one a business system sees was set and signed here.
+        outbound_headers = [
+            (name, value)
+            for name, value in forward_headers(exchange.raw_headers)
+            if not name.startswith("x-gg-")
+        ]
         channel = exchange.channel.code if exchange.channel is not None else None
         rules = exchange.snapshot.field_filter(interface.code, channel)
         if rules is not None:
@@ -147,12 +157,23 @@ class GatewayApp:
         outbound_headers.append(("traceparent", traceparent(exchange.trace_id)))
         if exchange.client_ip:
             outbound_headers.append(("x-forwarded-for", exchange.client_ip))
+            # Signed, unlike X-Forwarded-For, which proxies in front of a service may extend.
+            outbound_headers.append(("x-gg-client-ip", exchange.client_ip))
         if exchange.channel is not None:
             outbound_headers.append(("x-gg-channel", exchange.channel.code))
         if exchange.claims is not None:
             outbound_headers.append(("x-gg-account", exchange.claims.account_id))
             outbound_headers.append(("x-gg-level", str(exchange.claims.level)))
             outbound_headers.append(("x-gg-session", exchange.claims.session_id))
+        target = exchange.path + (f"?{exchange.raw_query}" if exchange.raw_query else "")
+        outbound_headers.append(
+            (
+                INTERNAL_HEADER,
+                self.internal_signer.sign(
+                    interface.target_service, exchange.method, target, outbound_headers
+                ),
+            )
+        )
         outbound = Outbound(
             method=exchange.method,
             path=exchange.path,

@@ -307,10 +307,6 @@ class _LocalWindows:
             self._sweep(now)
         return None
 
-    async def allows(self, key: str, amount: int, window_s: int) -> bool:
-        """Whether one more hit would fit now."""
-        return len(self._times(key, window_s, self._clock())) < amount
-
     def _sweep(self, now: float) -> None:
         self._until_sweep = self._SWEEP_EVERY
         stale = [k for k, times in self._hits.items() if not times or times[-1] <= now - k[1]]
@@ -319,7 +315,7 @@ class _LocalWindows:
 
 
 class _SharedWindows:
-    """The same two calls over ``limits``' moving window in Redis (its Lua script)."""
+    """The same call over ``limits``' moving window in Redis (its Lua script)."""
 
     def __init__(self, limiter: MovingWindowRateLimiter) -> None:
         self._limiter = limiter
@@ -331,10 +327,6 @@ class _SharedWindows:
             return None
         stats = await self._limiter.get_window_stats(item, key)
         return stats.reset_time - time.time()
-
-    async def allows(self, key: str, amount: int, window_s: int) -> bool:
-        """Whether one more hit would fit now."""
-        return bool(await self._limiter.test(RateLimitItemPerSecond(amount, window_s), key))
 
 
 class RateLimiter:
@@ -381,14 +373,6 @@ class RateLimiter:
             f"more than {item.amount} requests in {item.get_expiry()} s",
             retry_after=max(1, math.ceil(wait)),
         )
-
-    async def allows(self, key: str, amount: int, window_s: int) -> bool:
-        """Whether ``key`` may still happen (fewer than ``amount`` in the last ``window_s``)."""
-        return await self._windows.allows(key, amount, window_s)
-
-    async def count(self, key: str, amount: int, window_s: int) -> None:
-        """Record one event of ``key`` against ``amount`` per ``window_s`` seconds."""
-        await self._windows.hit(key, amount, window_s)
 
     async def close(self) -> None:
         """Release the Redis connections, if any."""

@@ -4,6 +4,10 @@ The gateway asks :meth:`NonceStore.first_use` after the signature checks out. A 
 acceptable while its timestamp is within ``WINDOW_S`` of the clock, so the nonce must be
 remembered until ``timestamp + WINDOW_S`` (up to twice the window from now), not merely for
 ``WINDOW_S``. Nonces are remembered per channel: two channels may pick the same one.
+
+A store never forgets an unexpired nonce to make room: a full store refuses new ones with
+:class:`~gridgate.errors.Overloaded` (503 ``flow.overloaded``), since a forgotten nonce could
+be replayed.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+
+from gridgate.errors import Overloaded
 
 __all__ = ["MemoryNonceStore", "NonceStore", "RedisNonceStore"]
 
@@ -32,7 +38,8 @@ class NonceStore(Protocol):
     """Remembers which nonces each channel has used, for a time."""
 
     async def first_use(self, channel: str, nonce: str, ttl_s: float) -> bool:
-        """True the first time ``nonce`` is seen for ``channel`` within ``ttl_s``, else False."""
+        """True the first time ``nonce`` is seen for ``channel`` within ``ttl_s``, else False;
+        :class:`~gridgate.errors.Overloaded` when it cannot remember one more."""
         ...
 
     async def close(self) -> None:
@@ -43,10 +50,11 @@ class NonceStore(Protocol):
 class MemoryNonceStore:
     """Nonces of one gateway process, in a dict plus a heap ordered by expiry.
 
-    ``max_entries`` must exceed the peak number of requests per nonce lifetime (the default
-    of one million covers some 1,600 requests per second for 600 s; each entry costs a few
-    hundred bytes). When full, the entries closest to expiry are dropped to make room, which
-    would let those nonces be replayed: size it so that never happens.
+    ``max_entries`` should exceed the peak number of signed requests per nonce lifetime (the
+    default of one million covers some 1,600 requests per second for 600 s; each entry costs
+    a few hundred bytes). When it is full of unexpired nonces, a new nonce is refused with
+    :class:`~gridgate.errors.Overloaded` until the earliest one expires: dropping one instead
+    would let it be replayed.
     """
 
     def __init__(
@@ -88,13 +96,31 @@ class MemoryNonceStore:
         expiry = self._expiry.get(key)
         if expiry is not None and expiry > now:
             return False
-        if expiry is None:  # a new key, not an expired one reused in place
-            while len(self._expiry) >= self._max_entries and self._heap:
-                self._pop_earliest()
+        if expiry is None and len(self._expiry) >= self._max_entries:
+            self._make_room(now)  # a new key, not an expired one reused in place
         expiry = now + ttl_s
         self._expiry[key] = expiry
         heapq.heappush(self._heap, (expiry, channel, nonce))
         return True
+
+    def _make_room(self, now: float) -> None:
+        # Only expired nonces may go; with none, refuse the newcomer (the request fails, and
+        # its nonce stays unused: the channel can send it again once there is room).
+        while self._heap and self._heap[0][0] <= now:
+            self._pop_earliest()
+        if len(self._expiry) < self._max_entries:
+            return
+        # The earliest live expiry says when room is made; stale heap heads only say sooner.
+        while self._heap:
+            expiry, channel, nonce = self._heap[0]
+            if self._expiry.get((channel, nonce)) == expiry:
+                break
+            heapq.heappop(self._heap)
+        wait_s = self._heap[0][0] - now if self._heap else 1.0
+        raise Overloaded(
+            "the gateway remembers too many nonces; try again shortly",
+            retry_after=max(1, math.ceil(wait_s)),
+        )
 
     async def close(self) -> None:
         """Forget every nonce."""

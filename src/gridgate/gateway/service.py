@@ -38,6 +38,7 @@ from gridgate.gateway.tokens import (
     TokenVerifier,
 )
 from gridgate.gateway.upstream import Dispatcher
+from gridgate.internal_auth import InternalSigner
 from gridgate.logs.service import LogParts
 from gridgate.registry.client import Discovery, RegistryClient, RegistryUnavailable
 from gridgate.runtime import Runtime
@@ -82,13 +83,16 @@ class GatewayParts:
             nonces = RedisNonceStore.from_url(settings.redis_url)
             limiter = RateLimiter(limits_uri(settings.redis_url))
         else:
-            nonces = MemoryNonceStore()
+            nonces = MemoryNonceStore(settings.gateway_max_nonces)
             limiter = RateLimiter("memory://")
         revocations = revocations or runtime.revocations
         if verifier is None:
             # Keys arrive from the accounts service's JWKS once a fetcher runs (see jobs).
             verifier = JwksVerifier(
-                settings.token_issuer, settings.token_audience, revoked=revocations
+                settings.token_issuer,
+                settings.token_audience,
+                revoked=revocations,
+                max_lifetime_s=settings.token_max_lifetime_s,
             )
         gates = Gates(
             ConcurrencyGate(
@@ -116,7 +120,11 @@ class GatewayParts:
             UserAuth(verifier),
             Permission(),
             DataScope(),
-            RateLimit(limiter),
+            RateLimit(
+                limiter,
+                client_default=settings.gateway_client_rate_limit_per_s,
+                account_default=settings.gateway_account_rate_limit_per_s,
+            ),
         ]
         return parts
 
@@ -130,6 +138,7 @@ class GatewayParts:
             sink=self.sink,
             probes=probes,
             max_body_bytes=self.runtime.settings.gateway_max_body_bytes,
+            internal_signer=InternalSigner(self.runtime.internal_keys),
             trusted_proxies=self.runtime.settings.gateway_trusted_proxies,
         )
 

@@ -81,6 +81,9 @@ class InterfaceView:
     max_wait_s: float
     channels: frozenset[str]
     customer_scope: str | None = None
+    #: Requests per second of one client address, and of one account, on this interface.
+    client_rate_limit_per_s: int | None = None
+    account_rate_limit_per_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +266,8 @@ def _interface_view(row: Interface, channels: frozenset[str]) -> InterfaceView:
         max_wait_s=row.max_wait_ms / 1000,
         channels=channels,
         customer_scope=row.customer_scope,
+        client_rate_limit_per_s=row.client_rate_limit_per_s,
+        account_rate_limit_per_s=row.account_rate_limit_per_s,
     )
 
 

@@ -9,6 +9,7 @@ plain call, which spares every request a coroutine per stage.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Protocol
 
 import orjson
 
+from gridgate.addresses import client_bucket
 from gridgate.errors import (
     AuthRequired,
     ChannelBadSignature,
@@ -34,7 +36,7 @@ from gridgate.errors import (
 )
 from gridgate.gateway.flow import RateLimiter
 from gridgate.gateway.nonces import NonceStore
-from gridgate.gateway.signing import NONCE, WINDOW_S, signature_matches
+from gridgate.gateway.signing import NONCE, WINDOW_S, verified_query
 from gridgate.gateway.snapshot import ChannelView, InterfaceView, Snapshot
 from gridgate.gateway.tokens import Claims, TokenVerifier
 
@@ -49,6 +51,16 @@ __all__ = [
     "UserAuth",
     "required_level",
 ]
+
+#: Unix seconds in ASCII digits: ``str.isdigit`` also takes "²" and Arabic-Indic digits, and
+#: ``int()`` refuses more than 4,300 digits with an exception (a 500, not a 401).
+_TIMESTAMP = re.compile(r"[0-9]{1,20}")
+#: The request-signing headers (api.md "Channel request signing").
+_SIGNING_HEADERS = ("x-gg-channel", "x-gg-timestamp", "x-gg-nonce", "x-gg-signature")
+_UNSIGNED = (
+    "the request is not signed: send X-GG-Channel, X-GG-Timestamp, X-GG-Nonce and "
+    "X-GG-Signature (docs/api.md, Channel request signing)"
+)
 
 
 @dataclass(slots=True)
@@ -113,25 +125,35 @@ class ChannelAuth:
         code = exchange.headers.get("x-gg-channel")
         if code is None and not interface.requires_client_auth:
             return
-        channel = exchange.snapshot.channels.get(code or "")
+        if code is None:
+            # Not a wrong channel: no signature at all (a client that never signs, a probe).
+            if not any(name in exchange.headers for name in _SIGNING_HEADERS):
+                raise ChannelUnknown(_UNSIGNED)
+            raise ChannelUnknown("X-GG-Channel is missing from a signed request")
+        channel = exchange.snapshot.channels.get(code)
         if channel is None or not channel.enabled:
             raise ChannelUnknown("unknown or disabled channel (X-GG-Channel)")
         timestamp = exchange.headers.get("x-gg-timestamp", "")
         nonce = exchange.headers.get("x-gg-nonce", "")
         signature = exchange.headers.get("x-gg-signature", "")
-        if not timestamp.isdigit() or not NONCE.fullmatch(nonce) or not signature:
+        if not _TIMESTAMP.fullmatch(timestamp) or not NONCE.fullmatch(nonce) or not signature:
             raise ChannelBadSignature("X-GG-Timestamp, X-GG-Nonce and X-GG-Signature are required")
-        if not signature_matches(
+        canonical = verified_query(
             channel.secret,
             signature,
             exchange.method,
             exchange.path,
-            exchange.raw_query,
+            # The query's bytes as received (the listener hands them over as latin-1 text).
+            exchange.raw_query.encode("latin-1"),
             timestamp,
             nonce,
             exchange.body,
-        ):
+        )
+        if canonical is None:
             raise ChannelBadSignature("the signature does not match the request")
+        # What the business system reads is what was signed: `+` as %2B, `a` as `a=`, no
+        # empty segments (api.md "Channel request signing").
+        exchange.raw_query = canonical
         if abs(self._now() - int(timestamp)) > WINDOW_S:
             raise ChannelExpired(
                 f"the timestamp is more than {WINDOW_S} s from the gateway's clock"
@@ -186,6 +208,19 @@ def required_level(snapshot: Snapshot, channel: str, interface: InterfaceView) -
     return required
 
 
+def _stale_token_detail(required: int, token_level: int) -> str:
+    """The detail of a level refusal with a token: its ``lvl`` is the level when it was issued.
+
+    The gateway cannot know whether the account has risen since (a binding, a real-name
+    approval) without asking the accounts service on every refusal; it says what to do if so.
+    """
+    return (
+        f"this needs account level {required}; the token was issued at level {token_level}. "
+        "If the account has since bound a 户号 or passed real-name verification, refresh the "
+        "token (POST /api/v1/auth/token, grant_type refresh_token) and try again"
+    )
+
+
 class Permission:
     """Interface permissions and levels (R9, R10): the channel must be allowed to call the
     interface, and the account's level (认证等级) must reach what the interface and the
@@ -199,9 +234,16 @@ class Permission:
         required = required_level(exchange.snapshot, channel, interface)
         if required is None:
             raise PermissionDenied("this channel has no permission for this interface")
-        level = exchange.claims.level if exchange.claims is not None else 0
-        if level < required:
-            raise LevelRequired(f"this needs account level {required}", required_level=required)
+        if exchange.claims is None:
+            if required > 0:
+                raise LevelRequired(
+                    f"this needs account level {required}: send a signed-in customer's token",
+                    required_level=required,
+                )
+        elif exchange.claims.level < required:
+            raise LevelRequired(
+                _stale_token_detail(required, exchange.claims.level), required_level=required
+            )
 
 
 class DataScope:
@@ -232,15 +274,38 @@ class DataScope:
 
 
 class RateLimit:
-    """Requests per second per channel and per interface (catalog settings)."""
+    """Requests per second per client address and per account on an interface, then per
+    channel and per interface (catalog settings; gateway-wide defaults for the first two).
 
-    def __init__(self, limiter: RateLimiter) -> None:
+    A channel's secret ships inside its apps, so one client can sign as the channel: the
+    per-client and per-account windows come first, and a request they refuse does not spend
+    the channel's or the interface's budget.
+    """
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        *,
+        client_default: int | None = None,
+        account_default: int | None = None,
+    ) -> None:
         self.limiter = limiter
+        self.client_default = client_default
+        self.account_default = account_default
 
     async def __call__(self, exchange: Exchange) -> None:
         """Count the request; answer 429 with Retry-After when a limit is spent."""
         interface = exchange.interface
         assert interface is not None  # noqa: S101 - Route runs first
+        # Keys: interface codes hold no ':', so "<interface>:<address or account>" is unique.
+        per_client = interface.client_rate_limit_per_s or self.client_default
+        if per_client and exchange.client_ip:
+            key = f"client:{interface.code}:{client_bucket(exchange.client_ip)}"
+            await self.limiter.hit(key, per_client)
+        per_account = interface.account_rate_limit_per_s or self.account_default
+        if per_account and exchange.claims is not None:
+            key = f"account:{interface.code}:{exchange.claims.account_id}"
+            await self.limiter.hit(key, per_account)
         channel = exchange.channel
         if channel is not None and channel.rate_limit_per_s:
             await self.limiter.hit(f"channel:{channel.code}", channel.rate_limit_per_s)

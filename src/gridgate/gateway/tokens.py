@@ -40,6 +40,8 @@ __all__ = [
 _log = structlog.get_logger("gridgate.gateway.tokens")
 #: Far above any token we issue; refusing bigger ones bounds the work an attacker can cause.
 MAX_TOKEN_LENGTH = 4096
+#: The accounts service's access tokens live 900 s; a minute more spares a clock step.
+DEFAULT_MAX_LIFETIME_S = 960.0
 #: Verified tokens remembered at most (a few MB at the token size of this platform).
 _VERIFIED_CACHE = 50_000
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub", "lvl", "ch", "sid"]
@@ -147,13 +149,17 @@ def _text(value: object, name: str) -> str:
     return value
 
 
-def _claims(payload: Mapping[str, Any]) -> Claims:
+def _claims(payload: Mapping[str, Any], max_lifetime_s: float) -> Claims:
     level, exp, iat = payload["lvl"], payload["exp"], payload["iat"]
     # bool is an int in Python, and PyJWT's int() checks would take "123" for a number.
     if type(level) is not int or not 0 <= level <= 2:
         raise InvalidToken("claim lvl must be 0, 1 or 2")
     if any(type(v) not in (int, float) for v in (exp, iat)):
         raise InvalidToken("claims exp and iat must be numbers")
+    # A token minted to live for days (a leaked signing key, a mistaken issuer) would outlive
+    # every logout feed and key rotation: refuse what the accounts service never issues.
+    if exp - iat > max_lifetime_s:
+        raise InvalidToken("token lifetime (exp - iat) too long")
     bound = payload.get("cns", [])
     if not isinstance(bound, list) or not all(isinstance(c, str) for c in bound):
         raise InvalidToken("claim cns must be a list of strings")
@@ -171,11 +177,19 @@ class JwksVerifier:
     """A :class:`TokenVerifier` for EdDSA tokens signed by one of the current JWKS keys."""
 
     def __init__(
-        self, issuer: str, audience: str, *, revoked: RevocationList, leeway_s: float = 5.0
+        self,
+        issuer: str,
+        audience: str,
+        *,
+        revoked: RevocationList,
+        leeway_s: float = 5.0,
+        max_lifetime_s: float = DEFAULT_MAX_LIFETIME_S,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.leeway_s = leeway_s
+        #: The longest ``exp - iat`` accepted (settings ``token_max_lifetime_s``).
+        self.max_lifetime_s = max_lifetime_s
         self._revoked = revoked
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._verified: dict[str, Claims] = {}
@@ -194,9 +208,11 @@ class JwksVerifier:
         if not keys:
             # Wiping every key would refuse every user; the issuer can sign with none of them.
             raise ValueError("the JWKS holds no usable Ed25519 key")
+        changed = keys.keys() != self._keys.keys()
         self._verified = {}  # tokens of a removed key must be checked again
         self._keys = keys  # one reference swap: a concurrent verify sees old or new, never a mix
-        _log.info("jwks_keys_set", kids=sorted(keys))
+        if changed:  # not at every refresh (a minute): a console shows what changes
+            _log.info("jwks_keys_set", kids=sorted(keys))
 
     def verify(self, token: str) -> Claims:
         """The token's claims, or :class:`InvalidToken` for anything wrong with it.
@@ -251,7 +267,7 @@ class JwksVerifier:
             raise InvalidToken("token not yet valid") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("invalid token") from exc
-        claims = _claims(payload)
+        claims = _claims(payload, self.max_lifetime_s)
         if self._revoked.is_revoked(claims.session_id):
             raise InvalidToken("session revoked")
         return claims

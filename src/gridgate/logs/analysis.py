@@ -210,8 +210,8 @@ class Analyzer:
         while not stopping.is_set():
             try:
                 done = await self.analyze()
-                if done:
-                    _log.info("log_hours_analyzed", hours=len(done))
+                if done:  # every minute while traffic flows: the traffic line says enough
+                    _log.debug("log_hours_analyzed", hours=len(done))
             except Exception as exc:  # a file or the database is away: try again later
                 _log.warning("log_analysis_failed", error=str(exc), error_type=type(exc).__name__)
             with contextlib.suppress(TimeoutError):

@@ -227,6 +227,35 @@ class RedisStreamBuffer:
                 return BufferStats(waiting=waiting, pending=int(group["pending"]))
         return BufferStats(waiting=0, pending=0)
 
+    async def oldest_age_s(self) -> float | None:
+        """Seconds since the oldest entry not yet acknowledged was appended (None: none is).
+
+        Entry ids start with the Redis server's clock in ms, compared here with that same
+        clock (``TIME``), so the gateway's own clock does not matter. It grows without bound
+        while no batcher (``gridgate serve logs``) takes entries.
+        """
+        await self._ensure_group()
+        groups = await self.redis.xinfo_groups(self.key)
+        group = next((g for g in groups if _text(g["name"]) == self.group), None)
+        if group is None:
+            return None
+        oldest: list[str] = []
+        if int(group["pending"]):
+            summary = await self.redis.xpending(self.key, self.group)
+            first = summary.get("min")
+            if first:
+                oldest.append(_text(first))
+        undelivered = await self.redis.xrange(
+            self.key, min=f"({_text(group['last-delivered-id'])}", count=1
+        )
+        if undelivered and undelivered[0][0] is not None:
+            oldest.append(_text(undelivered[0][0]))
+        if not oldest:
+            return None
+        seconds, micros = await self.redis.time()
+        first_ms = min(int(entry_id.partition("-")[0]) for entry_id in oldest)
+        return max(0.0, seconds + micros / 1e6 - first_ms / 1000)
+
     async def close(self) -> None:
         """Close the client when this buffer made it."""
         if self._owns_client:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import AwareDatetime
 
 from gridgate.errors import InvalidRequest
 from gridgate.logs.models import NONE
@@ -24,7 +24,7 @@ from gridgate.logs.services import (
     list_traffic,
     list_trajectory,
 )
-from gridgate.schemas import Page
+from gridgate.schemas import Page, Rfc3339Time
 from gridgate.web.deps import ADMIN_PREFIX, Admin, PageParams, require
 
 __all__ = ["router"]
@@ -33,17 +33,16 @@ router = APIRouter(prefix=ADMIN_PREFIX)
 Analyst = Annotated[Admin, Depends(require("admin", "auditor"))]
 AnyOperator = Annotated[Admin, Depends(require("admin", "reviewer", "auditor"))]
 CodeFilter = Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")]
-From = Annotated[AwareDatetime | None, Query(alias="from", description="From (inclusive).")]
-To = Annotated[AwareDatetime | None, Query(alias="to", description="Up to (exclusive).")]
+From = Annotated[Rfc3339Time | None, Query(alias="from", description="From (inclusive).")]
+To = Annotated[Rfc3339Time | None, Query(alias="to", description="Up to (exclusive).")]
 AccountParam = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
-Limit = Annotated[int, Query(ge=1, le=100, description="How many interfaces at most.")]
 
 
 def _known(value: str) -> str | None:
     return None if value == NONE else value
 
 
-def _check_range(start: AwareDatetime | None, end: AwareDatetime | None) -> None:
+def _check_range(start: datetime | None, end: datetime | None) -> None:
     if start is not None and end is not None and end < start:
         raise InvalidRequest("'to' is before 'from'", field="to")
 
@@ -118,18 +117,20 @@ async def read_errors(
 @router.get("/analytics/top-failing", tags=["analytics"], summary="Top failing interfaces")
 async def read_top_failing(
     admin: Analyst,
+    paging: PageParams,
     start: From = None,
     end: To = None,
-    limit: Limit = 10,
 ) -> Page[FailingInterfaceOut]:
     """Interfaces with the most failed requests in the range (then the highest error rate).
 
-    ``total`` counts every interface with a failure; ``items`` holds the first ``limit``.
+    ``total`` counts every interface with a failure; paged like every list.
     Requests that matched no interface are left out.
     """
     _check_range(start, end)
     async with admin.transaction() as session:
-        rows, total = await list_top_failing(session, start=start, end=end, limit=limit)
+        rows, total = await list_top_failing(
+            session, start=start, end=end, page=paging.page, page_size=paging.page_size
+        )
     items = [
         FailingInterfaceOut(
             interface=row.interface,
@@ -139,7 +140,7 @@ async def read_top_failing(
         )
         for row in rows
     ]
-    return Page(items=items, total=total, page=1, page_size=limit)
+    return Page(items=items, total=total, page=paging.page, page_size=paging.page_size)
 
 
 @router.get(

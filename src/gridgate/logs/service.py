@@ -24,6 +24,7 @@ from gridgate.gateway.accesslog import AccessRecord
 from gridgate.logs.analysis import Analyzer
 from gridgate.logs.batcher import Batcher
 from gridgate.logs.buffer import Lines, LogBuffer, RedisStreamBuffer, SpoolBuffer
+from gridgate.logs.retention import Retention
 from gridgate.logs.storage import ParquetStore
 from gridgate.runtime import Runtime
 
@@ -153,7 +154,8 @@ def build_buffer(runtime: Runtime) -> LogBuffer:
 
 @dataclass
 class LogParts:
-    """The log pipeline of one process: service (the gateway's sink), batcher, analysis."""
+    """The log pipeline of one process: service (the gateway's sink), batcher, analysis and
+    retention."""
 
     service: LogService
     buffer: LogBuffer
@@ -161,6 +163,8 @@ class LogParts:
     batcher: Batcher
     analyzer: Analyzer
     analysis_interval_s: float = 60.0
+    retention: Retention | None = None
+    retention_interval_s: float = 3600.0
     _running: int = field(default=0, repr=False)
 
     @classmethod
@@ -184,6 +188,12 @@ class LogParts:
             batcher=batcher,
             analyzer=Analyzer(store, runtime.db),
             analysis_interval_s=analysis_interval_s,
+            retention=Retention(
+                store,
+                runtime.db,
+                log_days=runtime.settings.log_retention_days,
+                analysis_days=runtime.settings.analysis_retention_days,
+            ),
         )
 
     @property
@@ -196,16 +206,27 @@ class LogParts:
         """Whether the buffer is shared by every node (Redis), not this process's own spool."""
         return isinstance(self.buffer, RedisStreamBuffer)
 
+    async def lag_s(self) -> float | None:
+        """Age in seconds of the oldest record the shared buffer's batchers have not taken
+        (None: nothing waits, or the buffer is this process's own spool)."""
+        if not isinstance(self.buffer, RedisStreamBuffer):
+            return None
+        return await self.buffer.oldest_age_s()
+
     def jobs(self, *, append: bool = True, pipeline: bool = True) -> list[Job]:
         """Background jobs: ``append`` hands what was offered to the buffer; ``pipeline``
-        batches the buffer into Parquet and analyses every interval."""
+        batches the buffer into Parquet, analyses every interval and applies retention."""
 
         async def analysis(stopping: asyncio.Event) -> None:
             await self.analyzer.run(stopping, interval_s=self.analysis_interval_s)
 
+        async def retention(stopping: asyncio.Event) -> None:
+            if self.retention is not None:
+                await self.retention.run(stopping, interval_s=self.retention_interval_s)
+
         jobs: list[Job] = [
             *([self.service.run] if append else []),
-            *([self.batcher.run, analysis] if pipeline else []),
+            *([self.batcher.run, analysis, retention] if pipeline else []),
         ]
         self._running = len(jobs)
         return [self._owning(job) for job in jobs]

@@ -103,7 +103,12 @@ async def list_errors(
 
 
 async def list_top_failing(
-    session: AsyncSession, *, start: datetime | None, end: datetime | None, limit: int
+    session: AsyncSession,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    page: int,
+    page_size: int,
 ) -> tuple[list[FailingInterface], int]:
     """Interfaces with failed requests in the range, most failures first; and how many there are.
 
@@ -120,7 +125,7 @@ async def list_top_failing(
         .having(errors > 0)
         .order_by(errors.desc(), (errors * 1.0 / requests).desc(), TrafficHour.interface)
     )
-    rows, total = await _page(session, query, page=1, page_size=limit)
+    rows, total = await _page(session, query, page=page, page_size=page_size)
     return [FailingInterface(i, int(r), int(e)) for i, r, e in rows], total
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import AwareDatetime
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from gridgate.operators.audit import AuditFilter, list_events
+from gridgate.operators.limits import SignInLimits
 from gridgate.operators.schemas import (
     AuditEventOut,
     OperatorCreate,
@@ -19,9 +18,16 @@ from gridgate.operators.schemas import (
 )
 from gridgate.operators.services import OperatorService
 from gridgate.runtime import Runtime
-from gridgate.schemas import Page
+from gridgate.schemas import Page, Rfc3339Time
 from gridgate.storage.models import utcnow
-from gridgate.web.deps import ADMIN_PREFIX, Admin, PageParams, get_runtime, require
+from gridgate.web.deps import (
+    ADMIN_PREFIX,
+    Admin,
+    PageParams,
+    get_runtime,
+    require,
+    sign_in_limits,
+)
 
 UsernameParam = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_.\-]{0,63}$")]
 FilterText = Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -35,24 +41,19 @@ AdminOnly = Annotated[Admin, Depends(require("admin"))]
 Auditor = Annotated[Admin, Depends(require("admin", "auditor"))]
 
 
-def _service(runtime: Runtime, session: AsyncSession) -> OperatorService:
-    settings = runtime.settings
-    return OperatorService(
-        session,
-        lockout_threshold=settings.operator_lockout_threshold,
-        lockout_s=settings.operator_lockout_s,
-    )
-
-
 @router.post("/session", tags=["session"], summary="Sign in as an operator")
 async def create_session(
-    body: SessionCreate, runtime: Annotated[Runtime, Depends(get_runtime)]
+    body: SessionCreate,
+    request: Request,
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+    limits: Annotated[SignInLimits, Depends(sign_in_limits)],
 ) -> SessionOut:
     """Exchange user name and password for a short-lived Bearer token."""
+    client_ip = request.client.host if request.client else None
     async with runtime.db.sessions() as session:
         try:
-            operator = await _service(runtime, session).authenticate(
-                body.username, body.password.get_secret_value()
+            operator = await OperatorService(session, limits=limits).authenticate(
+                body.username, body.password.get_secret_value(), client_ip=client_ip
             )
             token = runtime.operator_tokens.issue(operator, utcnow())
             roles = list(operator.roles)
@@ -102,11 +103,14 @@ async def read_operator(username: UsernameParam, admin: AdminOnly) -> OperatorOu
 
 @router.patch("/operators/{username}", tags=["operators"])
 async def update_operator(
-    username: UsernameParam, body: OperatorUpdate, admin: AdminOnly
+    username: UsernameParam,
+    body: OperatorUpdate,
+    admin: AdminOnly,
+    limits: Annotated[SignInLimits, Depends(sign_in_limits)],
 ) -> OperatorOut:
-    """Change roles, display name, password or enabled."""
+    """Change roles, display name, password or enabled (a new password lifts sign-in waits)."""
     async with admin.transaction() as session:
-        return await OperatorService(session).update(username, body, admin.actor)
+        return await OperatorService(session, limits=limits).update(username, body, admin.actor)
 
 
 @router.delete("/operators/{username}", status_code=204, tags=["operators"])
@@ -125,8 +129,8 @@ async def read_audit(
     action: FilterText = None,
     resource_type: FilterText = None,
     resource_id: FilterText = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Rfc3339Time | None = None,
+    until: Rfc3339Time | None = None,
 ) -> Page[AuditEventOut]:
     """Every admin change: who, what, before and after (secrets redacted), when."""
     where = AuditFilter(actor, action, resource_type, resource_id, since, until)

@@ -1,20 +1,22 @@
-"""Operators: sign-in with lock-out, short-lived tokens, management under audit."""
+"""Operators: sign-in under limits, short-lived tokens, management under audit."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import jwt
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridgate.errors import BadCredentials, Conflict, InvalidToken, Locked, NotFound
+from gridgate.errors import BadCredentials, Conflict, InvalidToken, NotFound
 from gridgate.operators.audit import Actor, record
+from gridgate.operators.limits import SignInLimits
 from gridgate.operators.models import Operator
 from gridgate.operators.schemas import OperatorCreate, OperatorOut, OperatorUpdate, Role
+from gridgate.password_policy import OPERATOR_PASSWORDS, PasswordPolicy
 from gridgate.passwords import hash_password, needs_rehash, verify_password
 from gridgate.storage.models import utcnow
 
@@ -81,12 +83,13 @@ class OperatorService:
         self,
         session: AsyncSession,
         *,
-        lockout_threshold: int = 10,
-        lockout_s: int = 900,
+        limits: SignInLimits | None = None,
+        policy: PasswordPolicy = OPERATOR_PASSWORDS,
     ) -> None:
         self.session = session
-        self.lockout_threshold = lockout_threshold
-        self.lockout_s = lockout_s
+        #: None only outside the admin listener (the CLI, tests): nothing to limit there.
+        self.limits = limits
+        self.policy = policy
 
     async def _find(self, username: str) -> Operator | None:
         result = await self.session.scalars(select(Operator).where(Operator.username == username))
@@ -98,32 +101,35 @@ class OperatorService:
             raise NotFound(f"operator {username!r} does not exist")
         return operator
 
-    async def authenticate(self, username: str, password: str) -> Operator:
-        """The operator with these credentials; counts failures and locks temporarily.
+    async def authenticate(
+        self, username: str, password: str, *, client_ip: str | None = None
+    ) -> Operator:
+        """The operator with these credentials, within the sign-in limits.
 
-        Unknown user, wrong password and disabled operator all answer alike, so the answer
-        does not tell an attacker which user names exist. A lock only ever lasts
-        ``lockout_s`` seconds: an attacker can slow an operator down, never shut them out.
+        Unknown user, wrong password and disabled operator all answer alike, and take as long
+        (an unknown name is compared against a dummy hash), so the answer does not tell which
+        user names exist. The sign-in is counted per address and per name in the shared store
+        before the password is compared, unknown names included, so a refusal does not tell
+        either; a right password clears the name's count.
         """
-        now = utcnow()
-        operator = await self._find(username)
-        locked_until = operator.locked_until if operator is not None else None
-        if locked_until is not None and locked_until > now:
-            retry = int((locked_until - now).total_seconds()) + 1
-            raise Locked("too many failed sign-ins; try again later", retry_after=retry)
-        matches = await asyncio.to_thread(
-            verify_password, operator.password_hash if operator else None, password
-        )
+        attempt = await self.limits.attempt(username, client_ip) if self.limits else None
+        try:
+            operator = await self._find(username)
+            matches = await asyncio.to_thread(
+                verify_password, operator.password_hash if operator else None, password
+            )
+        except Exception:
+            if self.limits and attempt:
+                await self.limits.unchecked(attempt)
+            raise
         if operator is None or not matches or not operator.enabled:
-            if operator is not None and not matches:
-                operator.failed_logins += 1
-                if operator.failed_logins >= self.lockout_threshold:
-                    operator.locked_until = now + timedelta(seconds=self.lockout_s)
-                    operator.failed_logins = 0
             raise BadCredentials("user name or password is wrong")
+        if self.limits and attempt:
+            await self.limits.succeeded(attempt)
+        # Counters of the lock that lived in this row before the limits moved to the store.
         operator.failed_logins = 0
         operator.locked_until = None
-        operator.last_login_at = now
+        operator.last_login_at = utcnow()
         if needs_rehash(operator.password_hash):
             operator.password_hash = await asyncio.to_thread(hash_password, password)
         return operator
@@ -158,6 +164,7 @@ class OperatorService:
 
     async def create(self, data: OperatorCreate, actor: Actor) -> OperatorOut:
         """Add an operator (user names are unique)."""
+        self.policy.check(data.password.get_secret_value(), username=data.username)
         if await self._find(data.username) is not None:
             raise Conflict(f"operator {data.username!r} already exists", field="username")
         operator = Operator(
@@ -185,6 +192,8 @@ class OperatorService:
     async def update(self, username: str, data: OperatorUpdate, actor: Actor) -> OperatorOut:
         """Change roles, display name, password or enabled; the last admin stays an admin."""
         operator = await self._get(username)
+        if data.password is not None:
+            self.policy.check(data.password.get_secret_value(), username=username)
         before = operator_out(operator).model_dump(mode="json")
         demotes = data.roles is not None and "admin" not in data.roles
         disables = data.enabled is False
@@ -202,6 +211,9 @@ class OperatorService:
             )
             operator.failed_logins = 0
             operator.locked_until = None
+            if self.limits is not None:
+                # A new password lifts the name's waits (the forgetful operator's way back).
+                await self.limits.forget(username)
         if data.password is not None or disables or data.roles is not None:
             operator.token_generation += 1  # old tokens must not outlive the change
         await self.session.flush()

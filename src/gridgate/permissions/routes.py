@@ -11,12 +11,16 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from gridgate.permissions.schemas import (
     FieldRuleIn,
     FieldRuleOut,
+    FieldRuleUpdate,
     FunctionIn,
     FunctionOut,
+    FunctionUpdate,
     InterfacePermissionIn,
     InterfacePermissionOut,
+    InterfacePermissionUpdate,
     MenuIn,
     MenuOut,
+    MenuUpdate,
 )
 from gridgate.permissions.services import PermissionService
 from gridgate.web.deps import ADMIN_PREFIX, Admin, PageParams, Pagination, require
@@ -66,6 +70,13 @@ async def create_menu(body: MenuIn, admin: Writer) -> MenuOut:
         return await service.create_menu(body)
 
 
+@router.patch("/menus/{menu_id}")
+async def update_menu(menu_id: IdParam, body: MenuUpdate, admin: Writer) -> MenuOut:
+    """Change a menu (its channel and code stay)."""
+    async with _service(admin) as service:
+        return await service.update_menu(menu_id, body)
+
+
 @router.delete("/menus/{menu_id}", status_code=204)
 async def delete_menu(menu_id: IdParam, admin: Writer) -> Response:
     """Remove a menu (409 while it has sub-menus or functions)."""
@@ -88,6 +99,13 @@ async def create_function(body: FunctionIn, admin: Writer) -> FunctionOut:
     """Add a function under a menu."""
     async with _service(admin) as service:
         return await service.create_function(body)
+
+
+@router.patch("/functions/{function_id}")
+async def update_function(function_id: IdParam, body: FunctionUpdate, admin: Writer) -> FunctionOut:
+    """Change a function, or move it to another menu of its channel."""
+    async with _service(admin) as service:
+        return await service.update_function(function_id, body)
 
 
 @router.delete("/functions/{function_id}", status_code=204)
@@ -116,6 +134,15 @@ async def create_interface_permission(
         return await service.create_interface_permission(body)
 
 
+@router.patch("/interfaces/{permission_id}")
+async def update_interface_permission(
+    permission_id: IdParam, body: InterfacePermissionUpdate, admin: Writer
+) -> InterfacePermissionOut:
+    """Change the component or level of an interface permission."""
+    async with _service(admin) as service:
+        return await service.update_interface_permission(permission_id, body)
+
+
 @router.delete("/interfaces/{permission_id}", status_code=204)
 async def delete_interface_permission(permission_id: IdParam, admin: Writer) -> Response:
     """Remove an interface permission."""
@@ -138,6 +165,13 @@ async def create_field_rule(body: FieldRuleIn, admin: Writer) -> FieldRuleOut:
     """Drop or mask a response field for callers below a level."""
     async with _service(admin) as service:
         return await service.create_field_rule(body)
+
+
+@router.patch("/fields/{rule_id}")
+async def update_field_rule(rule_id: IdParam, body: FieldRuleUpdate, admin: Writer) -> FieldRuleOut:
+    """Change a field rule (its interface stays)."""
+    async with _service(admin) as service:
+        return await service.update_field_rule(rule_id, body)
 
 
 @router.delete("/fields/{rule_id}", status_code=204)

@@ -11,12 +11,16 @@ from gridgate.schemas import Code, Level, Name, StrictModel
 __all__ = [
     "FieldRuleIn",
     "FieldRuleOut",
+    "FieldRuleUpdate",
     "FunctionIn",
     "FunctionOut",
+    "FunctionUpdate",
     "InterfacePermissionIn",
     "InterfacePermissionOut",
+    "InterfacePermissionUpdate",
     "MenuIn",
     "MenuOut",
+    "MenuUpdate",
 ]
 
 Path = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -33,6 +37,17 @@ class MenuIn(StrictModel):
     position: Annotated[int, Field(ge=0, le=10_000)] = 0
     min_level: Level = 0
     enabled: bool = True
+
+
+class MenuUpdate(StrictModel):
+    """Changes to a menu; absent fields stay, its channel and code too. ``parent: null``
+    makes it a top-level menu."""
+
+    name: Name | None = None
+    parent: Code | None = None
+    position: Annotated[int, Field(ge=0, le=10_000)] | None = None
+    min_level: Level | None = None
+    enabled: bool | None = None
 
 
 class MenuOut(BaseModel):
@@ -58,6 +73,15 @@ class FunctionIn(StrictModel):
     min_level: Level = 0
 
 
+class FunctionUpdate(StrictModel):
+    """Changes to a function; absent fields stay, its channel and code too. ``menu`` moves it
+    to another menu of its channel."""
+
+    menu: Code | None = None
+    name: Name | None = None
+    min_level: Level | None = None
+
+
 class FunctionOut(BaseModel):
     """A function."""
 
@@ -78,6 +102,14 @@ class InterfacePermissionIn(StrictModel):
     min_level: Level = 0
 
 
+class InterfacePermissionUpdate(StrictModel):
+    """Changes to an interface permission; its channel and interface stay. ``component: null``
+    removes the component."""
+
+    component: Code | None = None
+    min_level: Level | None = None
+
+
 class InterfacePermissionOut(BaseModel):
     """An interface permission."""
 
@@ -96,6 +128,16 @@ class FieldRuleIn(StrictModel):
     path: Path
     action: Action
     below_level: Annotated[int, Field(ge=1, le=3)]
+
+
+class FieldRuleUpdate(StrictModel):
+    """Changes to a field rule; its interface stays. ``channel: null`` makes it hold on every
+    channel."""
+
+    channel: Code | None = None
+    path: Path | None = None
+    action: Action | None = None
+    below_level: Annotated[int, Field(ge=1, le=3)] | None = None
 
 
 class FieldRuleOut(BaseModel):

@@ -6,6 +6,7 @@ with the rest of the catalog (≤ 1 s).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,15 +22,39 @@ from gridgate.permissions.models import FieldRuleRow, FunctionRow, InterfacePerm
 from gridgate.permissions.schemas import (
     FieldRuleIn,
     FieldRuleOut,
+    FieldRuleUpdate,
     FunctionIn,
     FunctionOut,
+    FunctionUpdate,
     InterfacePermissionIn,
     InterfacePermissionOut,
+    InterfacePermissionUpdate,
     MenuIn,
     MenuOut,
+    MenuUpdate,
 )
 
 __all__ = ["PermissionService"]
+
+
+def _changes(data: BaseModel, nullable: Iterable[str] = ()) -> dict[str, Any]:
+    """The fields a PATCH body sets; ``null`` is accepted only where a value may be absent."""
+    changes = data.model_dump(exclude_unset=True)
+    for field, value in changes.items():
+        if value is None and field not in nullable:
+            raise InvalidRequest(f"{field} cannot be null", field=field)
+    return changes
+
+
+def _check_field_rule(path: str, action: str) -> None:
+    try:
+        parse_path(path)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), field="path") from None
+    try:
+        parse_action(action)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), field="action") from None
 
 
 def menu_out(row: MenuRow, parent: str | None) -> MenuOut:
@@ -60,6 +85,11 @@ class PermissionService:
     ) -> None:
         await record_catalog_change(self.session, self.actor, action, kind, key, before, after)
         self.changed = True
+
+    async def _updated(self, kind: str, key: int, before: BaseModel, after: BaseModel) -> None:
+        # A PATCH that changes nothing is not a change: no audit event, no catalog reload.
+        if before != after:
+            await self._changed(f"{kind}.update", kind, str(key), before, after)
 
     async def _by_code(self, model: type[Any], code: str, field: str) -> Any:
         row = (await self.session.scalars(select(model).filter_by(code=code))).first()
@@ -128,6 +158,40 @@ class PermissionService:
         await self._changed("menu.create", "menu", str(row.id), None, out)
         return out
 
+    async def update_menu(self, menu_id: int, data: MenuUpdate) -> MenuOut:
+        """Change a menu; a new parent must be on its channel and not below it."""
+        row = await self._get(MenuRow, menu_id, "menu")
+        before = await self._menu_out(row)
+        changes = _changes(data, nullable={"parent"})
+        if "parent" in changes:
+            row.parent_id = await self._new_parent(row, changes.pop("parent"))
+        for field, value in changes.items():
+            setattr(row, field, value)
+        await self.session.flush()
+        after = await self._menu_out(row)
+        await self._updated("menu", menu_id, before, after)
+        return after
+
+    async def _new_parent(self, row: MenuRow, code: str | None) -> int | None:
+        if code is None:
+            return None
+        parent = (
+            await self.session.scalars(
+                select(MenuRow).filter_by(channel_id=row.channel_id, code=code)
+            )
+        ).first()
+        if parent is None:
+            raise InvalidRequest(f"menu {code!r} does not exist on this channel", field="parent")
+        # Walk up from the new parent: meeting the menu itself would close a loop in the tree.
+        ancestor: MenuRow | None = parent
+        while ancestor is not None:
+            if ancestor.id == row.id:
+                raise InvalidRequest("a menu cannot be placed under itself", field="parent")
+            ancestor = (
+                await self.session.get(MenuRow, ancestor.parent_id) if ancestor.parent_id else None
+            )
+        return int(parent.id)
+
     async def delete_menu(self, menu_id: int) -> None:
         """Remove a menu without sub-menus or functions."""
         row = await self._get(MenuRow, menu_id, "menu")
@@ -190,6 +254,36 @@ class PermissionService:
         out = self._function_out(row)
         await self._changed("function.create", "function", str(row.id), None, out)
         return out
+
+    async def update_function(self, function_id: int, data: FunctionUpdate) -> FunctionOut:
+        """Change a function; ``menu`` moves it to another menu of its channel."""
+        row = await self._get(FunctionRow, function_id, "function")
+        before = self._function_out(row)
+        changes = _changes(data)
+        menu_code = changes.pop("menu", None)
+        if menu_code is not None and menu_code != row.menu.code:
+            menu = (
+                await self.session.scalars(
+                    select(MenuRow).filter_by(channel_id=row.menu.channel_id, code=menu_code)
+                )
+            ).first()
+            if menu is None:
+                raise InvalidRequest(
+                    f"menu {menu_code!r} does not exist on this channel", field="menu"
+                )
+            if (
+                await self.session.scalars(
+                    select(FunctionRow).filter_by(menu_id=menu.id, code=row.code)
+                )
+            ).first():
+                raise Conflict(f"function {row.code!r} already exists in that menu", field="menu")
+            row.menu = menu
+        for field, value in changes.items():
+            setattr(row, field, value)
+        await self.session.flush()
+        after = self._function_out(row)
+        await self._updated("function", function_id, before, after)
+        return after
 
     async def delete_function(self, function_id: int) -> None:
         """Remove a function."""
@@ -261,6 +355,34 @@ class PermissionService:
         )
         return out
 
+    async def update_interface_permission(
+        self, permission_id: int, data: InterfacePermissionUpdate
+    ) -> InterfacePermissionOut:
+        """Change the component or level of an interface permission."""
+        row = await self._get(InterfacePermission, permission_id, "interface permission")
+        before = self._permission_out(row)
+        changes = _changes(data, nullable={"component"})
+        if "component" in changes:
+            code = changes.pop("component")
+            component = None
+            if code is not None:
+                component = (
+                    await self.session.scalars(
+                        select(Component).filter_by(channel_id=row.channel_id, code=code)
+                    )
+                ).first()
+                if component is None:
+                    raise InvalidRequest(
+                        f"component {code!r} does not exist on this channel", field="component"
+                    )
+            row.component = component
+        for field, value in changes.items():
+            setattr(row, field, value)
+        await self.session.flush()
+        after = self._permission_out(row)
+        await self._updated("interface_permission", permission_id, before, after)
+        return after
+
     async def delete_interface_permission(self, permission_id: int) -> None:
         """Remove an interface permission."""
         row = await self._get(InterfacePermission, permission_id, "interface permission")
@@ -296,14 +418,7 @@ class PermissionService:
 
     async def create_field_rule(self, data: FieldRuleIn) -> FieldRuleOut:
         """Drop or mask a response field for callers below a level."""
-        try:
-            parse_path(data.path)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), field="path") from None
-        try:
-            parse_action(data.action)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), field="action") from None
+        _check_field_rule(data.path, data.action)
         interface = await self._by_code(Interface, data.interface, "interface")
         channel = await self._by_code(Channel, data.channel, "channel") if data.channel else None
         row = FieldRuleRow(
@@ -318,6 +433,22 @@ class PermissionService:
         out = self._rule_out(row)
         await self._changed("field_rule.create", "field_rule", str(row.id), None, out)
         return out
+
+    async def update_field_rule(self, rule_id: int, data: FieldRuleUpdate) -> FieldRuleOut:
+        """Change a field rule, checked as on create."""
+        row = await self._get(FieldRuleRow, rule_id, "field rule")
+        before = self._rule_out(row)
+        changes = _changes(data, nullable={"channel"})
+        _check_field_rule(changes.get("path", row.path), changes.get("action", row.action))
+        if "channel" in changes:
+            code = changes.pop("channel")
+            row.channel = await self._by_code(Channel, code, "channel") if code else None
+        for field, value in changes.items():
+            setattr(row, field, value)
+        await self.session.flush()
+        after = self._rule_out(row)
+        await self._updated("field_rule", rule_id, before, after)
+        return after
 
     async def delete_field_rule(self, rule_id: int) -> None:
         """Remove a field rule."""

@@ -4,6 +4,9 @@ Writes authenticate with HTTP Basic as a business system, its code and password 
 catalog (R3). Heartbeats arrive every few seconds from every instance, so a verified password
 is remembered (as a keyed digest, never in clear) for a short while instead of opening the
 catalog on every call. Reads also accept the platform's Bearer token (gateways, tools).
+
+A business system writes only the services it owns (:mod:`gridgate.registry.ownership`);
+refused writes are audited, throttled so that they cannot flood the trail.
 """
 
 from __future__ import annotations
@@ -17,14 +20,24 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
 from gridgate.catalog.services import CatalogService
 from gridgate.errors import AuthRequired, BadCredentials
 from gridgate.operators.audit import Actor
+from gridgate.registry.ownership import (
+    CatalogOwnership,
+    Refusal,
+    RefusalThrottle,
+    audit_refusal,
+)
 from gridgate.storage.crypto import SecretBox
 from gridgate.storage.db import Database
 
 __all__ = ["CallerAuth", "RegistryAuth", "parse_basic"]
 
+_log = structlog.get_logger("gridgate.registry")
 _REGISTRY = Actor(username="system:registry")
 
 
@@ -53,6 +66,14 @@ class CallerAuth(Protocol):
         """Who reads (``platform`` or a business-system code)."""
         ...
 
+    async def owns(self, system: str, service: str) -> bool:
+        """Whether business system ``system`` may write instances of ``service``."""
+        ...
+
+    async def refused(self, refusal: Refusal) -> None:
+        """Note a refused write (the catalog-backed one audits it)."""
+        ...
+
 
 class RegistryAuth:
     """Checks registry callers; successes are cached for ``ttl_s`` seconds."""
@@ -73,6 +94,8 @@ class RegistryAuth:
         self._clock = clock
         self._pepper = secrets.token_bytes(32)  # per process: the cache is useless elsewhere
         self._verified: dict[str, tuple[bytes, float]] = {}
+        self._ownership = CatalogOwnership(db, ttl_s=ttl_s, clock=clock)
+        self._throttle = RefusalThrottle(clock=clock)
 
     def _digest(self, code: str, password: str) -> bytes:
         return hmac.new(self._pepper, f"{code}\0{password}".encode(), hashlib.sha256).digest()
@@ -103,3 +126,26 @@ class RegistryAuth:
                 return "platform"
             raise BadCredentials("invalid registry token")
         return await self.business_system(authorization)
+
+    async def owns(self, system: str, service: str) -> bool:
+        """Whether ``system`` owns ``service`` (catalog, cached like passwords)."""
+        return await self._ownership.owns(system, service)
+
+    async def refused(self, refusal: Refusal) -> None:
+        """Log the refusal and audit it, unless the throttle says it was just audited."""
+        left_out = self._throttle.admit(refusal)
+        if left_out is None:
+            return
+        _log.warning(
+            "registry_write_refused",
+            business_system=refusal.system,
+            operation=refusal.operation,
+            service=refusal.service,
+            code=refusal.code,
+            left_out=left_out,
+        )
+        try:
+            await audit_refusal(self._db, refusal, left_out=left_out)
+        except (SQLAlchemyError, OSError) as exc:
+            # The refusal stands whether or not the trail can be written.
+            _log.error("registry_refusal_not_audited", error_type=type(exc).__name__)

@@ -15,12 +15,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from gridgate.errors import InvalidRequest, NotFound
+from gridgate.errors import InvalidRequest, NotFound, PermissionDenied
 
 __all__ = [
     "Change",
     "ChangeKind",
     "Changes",
+    "ForeignInstance",
     "Instance",
     "InvalidInstance",
     "NodeInfo",
@@ -53,6 +54,14 @@ class UnknownInstance(NotFound):
     def __init__(self, instance_id: str) -> None:
         super().__init__(f"no registered instance {instance_id}", instance_id=instance_id)
         self.instance_id = instance_id
+
+
+class ForeignInstance(PermissionDenied):
+    """The instance belongs to another business system; the store changed nothing."""
+
+    def __init__(self, instance: Instance) -> None:
+        super().__init__("the instance belongs to another business system")
+        self.instance = instance
 
 
 class InvalidInstance(InvalidRequest):
@@ -265,8 +274,12 @@ class RegistryStore(Protocol):
         """Add an instance, or refresh the one already at ``service`` + ``host:port``."""
         ...
 
-    async def heartbeat(self, instance_id: str) -> Instance:
-        """Record that the instance is alive; an unhealthy one becomes healthy again."""
+    async def heartbeat(self, instance_id: str, *, owner: str | None = None) -> Instance:
+        """Record that the instance is alive; an unhealthy one becomes healthy again.
+
+        With ``owner``, an instance of another business system is left as it is and
+        :class:`ForeignInstance` is raised (one atomic step: heartbeats are the hot write).
+        """
         ...
 
     async def get(self, instance_id: str) -> Instance | None:

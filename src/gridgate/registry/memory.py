@@ -19,6 +19,7 @@ from gridgate.registry.interfaces import (
     Change,
     ChangeKind,
     Changes,
+    ForeignInstance,
     Instance,
     NodeInfo,
     Registration,
@@ -153,9 +154,11 @@ class MemoryRegistryStore:
             await self._wake_watchers()
         return _copy(instance)
 
-    async def heartbeat(self, instance_id: str) -> Instance:
+    async def heartbeat(self, instance_id: str, *, owner: str | None = None) -> Instance:
         """Record that the instance is alive; an unhealthy one becomes healthy again."""
         old = self._get(instance_id)
+        if owner is not None and old.owner != owner:
+            raise ForeignInstance(_copy(old))
         instance = replace(old, healthy=True, last_heartbeat=self._clock())
         self._save(instance)
         if not old.healthy:

@@ -30,6 +30,7 @@ from gridgate.registry.interfaces import (
     Change,
     ChangeKind,
     Changes,
+    ForeignInstance,
     Instance,
     NodeInfo,
     Registration,
@@ -120,10 +121,12 @@ if kind then emit(kind, doc.service, id, out) end
 return out
 """
 
-# ARGV[4] instance id.
+# ARGV[4] instance id, ARGV[5] the caller's business system or "" for any. Another
+# system's instance is answered as {0, doc} and left as it is.
 _HEARTBEAT = """
 local doc = load(ARGV[4])
 if not doc then return false end
+if ARGV[5] ~= '' and doc.owner ~= ARGV[5] then return {0, cjson.encode(doc)} end
 local was_healthy = doc.healthy
 doc.healthy = true
 doc.last_heartbeat = now
@@ -285,11 +288,13 @@ class RedisRegistryStore:
         raw = await self._run(self._register, orjson.dumps(reg), uuid.uuid4().hex)
         return _instance(raw)
 
-    async def heartbeat(self, instance_id: str) -> Instance:
+    async def heartbeat(self, instance_id: str, *, owner: str | None = None) -> Instance:
         """Record that the instance is alive; an unhealthy one becomes healthy again."""
-        raw = await self._run(self._heartbeat, instance_id)
+        raw = await self._run(self._heartbeat, instance_id, owner or "")
         if raw is None:
             raise UnknownInstance(instance_id)
+        if isinstance(raw, list):
+            raise ForeignInstance(_instance(raw[1]))
         return _instance(raw)
 
     async def get(self, instance_id: str) -> Instance | None:

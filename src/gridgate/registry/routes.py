@@ -1,12 +1,14 @@
 """The registry listener's HTTP API (api.md, /registry/v1), thin over a :class:`RegistryStore`.
 
 Plain Starlette with orjson: heartbeats and look-ups are the hot calls of the service center.
+Every write checks that the caller owns the service (:mod:`gridgate.registry.ownership`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import structlog
@@ -15,9 +17,24 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gridgate.errors import GridgateError, InvalidRequest, PermissionDenied, problem_response
+from gridgate.errors import (
+    GridgateError,
+    InvalidRequest,
+    PermissionDenied,
+    ServiceNotOwned,
+    problem_response,
+)
 from gridgate.registry.auth import CallerAuth
-from gridgate.registry.interfaces import Change, Instance, RegistryStore, check_service
+from gridgate.registry.interfaces import (
+    Change,
+    ForeignInstance,
+    Instance,
+    Registration,
+    RegistryStore,
+    UnknownInstance,
+    check_service,
+)
+from gridgate.registry.ownership import Operation, Refusal
 from gridgate.web.middleware import trace_id_of
 
 __all__ = ["MAX_WATCH_S", "FastRoutes", "registry_routes"]
@@ -76,7 +93,7 @@ def _number(request: Request, name: str, default: float, low: float, high: float
     if raw is None:
         return default
     try:
-        value = float(raw)
+        value = float(raw.encode("ascii"))  # "١٢": UnicodeEncodeError, a ValueError
     except ValueError:
         raise InvalidRequest(f"{name} must be a number", field=name) from None
     if not low <= value <= high:
@@ -84,42 +101,133 @@ def _number(request: Request, name: str, default: float, low: float, high: float
     return value
 
 
-def registry_routes(store: RegistryStore, auth: CallerAuth) -> list[BaseRoute]:
-    """The routes of the registry API bound to ``store`` and ``auth``."""
+async def _refuse(
+    auth: CallerAuth,
+    request: Request,
+    system: str,
+    operation: Operation,
+    service: str,
+    *,
+    host: str,
+    port: int,
+    instance_id: str | None = None,
+) -> NoReturn:
+    """Audit a refused write and answer 403: which one depends on who owns ``service``."""
+    error: GridgateError
+    if await auth.owns(system, service):  # another owner's instance of a shared service
+        error = PermissionDenied("the instance belongs to another business system")
+    else:
+        error = ServiceNotOwned(
+            f"service {service!r} does not belong to business system {system!r}",
+            service=service,
+        )
+    await auth.refused(
+        Refusal(
+            system=system,
+            operation=operation,
+            service=service,
+            code=error.code,
+            instance_id=instance_id,
+            host=host,
+            port=port,
+            client_ip=request.client.host if request.client else None,
+            trace_id=trace_id_of(request.scope),
+        )
+    )
+    raise error
+
+
+async def _refuse_on(
+    auth: CallerAuth, request: Request, system: str, operation: Operation, instance: Instance
+) -> NoReturn:
+    """:func:`_refuse` a write to an existing instance."""
+    await _refuse(
+        auth,
+        request,
+        system,
+        operation,
+        instance.service,
+        host=instance.host,
+        port=instance.port,
+        instance_id=instance.instance_id,
+    )
+
+
+async def _registration(request: Request, owner: str) -> Registration:
+    """The checked registration in the request's body."""
+    body = await _body(request)
+    if "service" not in body or "host" not in body or "port" not in body:
+        missing = next(f for f in ("service", "host", "port") if f not in body)
+        raise InvalidRequest(f"{missing} is required", field=missing)
+    return Registration.checked(
+        body["service"],
+        body["host"],
+        body["port"],
+        weight=body.get("weight", 100),
+        zone=body.get("zone"),
+        metadata=body.get("metadata"),
+        owner=owner,
+    )
+
+
+def _write_routes(store: RegistryStore, auth: CallerAuth, prefix: str) -> list[BaseRoute]:
+    """Register, heartbeat and deregister: business systems, each on the services it owns."""
     interval = store.timings.heartbeat_interval_s
 
     async def register(request: Request) -> Response:
         owner = await auth.business_system(request.headers.get("authorization"))
-        body = await _body(request)
-        if "service" not in body or "host" not in body or "port" not in body:
-            missing = next(f for f in ("service", "host", "port") if f not in body)
-            raise InvalidRequest(f"{missing} is required", field=missing)
+        reg = await _registration(request, owner)
+        if not await auth.owns(owner, reg.service):
+            await _refuse(
+                auth, request, owner, "register", reg.service, host=reg.host, port=reg.port
+            )
         instance = await store.register(
-            body["service"],
-            body["host"],
-            body["port"],
-            weight=body.get("weight", 100),
-            zone=body.get("zone"),
-            metadata=body.get("metadata"),
+            reg.service,
+            reg.host,
+            reg.port,
+            weight=reg.weight,
+            zone=reg.zone,
+            metadata=reg.metadata,
             owner=owner,
         )
         return _json({"instance_id": instance.instance_id, "heartbeat_interval_s": interval}, 201)
 
     async def heartbeat(request: Request) -> Response:
         owner = await auth.business_system(request.headers.get("authorization"))
-        instance = await store.heartbeat(request.path_params["instance_id"])
-        if instance.owner != owner:
-            raise PermissionDenied("the instance belongs to another business system")
+        instance_id = request.path_params["instance_id"]
+        try:
+            # The owner is checked in the same step: another system's heartbeat changes nothing.
+            instance = await store.heartbeat(instance_id, owner=owner)
+        except ForeignInstance as foreign:
+            await _refuse_on(auth, request, owner, "heartbeat", foreign.instance)
+        if not await auth.owns(owner, instance.service):
+            # Registered before the catalog gave the service to another system (or before
+            # ownership was checked at all): such an instance must not live on.
+            with contextlib.suppress(UnknownInstance):
+                await store.deregister(instance_id)
+            await _refuse_on(auth, request, owner, "heartbeat", instance)
         return Response(status_code=204)
 
     async def deregister(request: Request) -> Response:
         owner = await auth.business_system(request.headers.get("authorization"))
         instance_id = request.path_params["instance_id"]
         found = await store.get(instance_id)
+        # A system may always remove its own instances: removing cannot steal calls.
         if found is not None and found.owner != owner:
-            raise PermissionDenied("the instance belongs to another business system")
+            await _refuse_on(auth, request, owner, "deregister", found)
         await store.deregister(instance_id)
         return Response(status_code=204)
+
+    return [
+        Route(f"{prefix}/instances", register, methods=["POST"]),
+        Route(f"{prefix}/instances/{{instance_id}}/heartbeat", heartbeat, methods=["PUT"]),
+        Route(f"{prefix}/instances/{{instance_id}}", deregister, methods=["DELETE"]),
+    ]
+
+
+def registry_routes(store: RegistryStore, auth: CallerAuth) -> list[BaseRoute]:
+    """The routes of the registry API bound to ``store`` and ``auth``."""
+    prefix = "/registry/v1"
 
     async def services(request: Request) -> Response:
         await auth.reader(request.headers.get("authorization"))
@@ -173,11 +281,8 @@ def registry_routes(store: RegistryStore, auth: CallerAuth) -> list[BaseRoute]:
         items = [{"node_id": n.node_id, "url": n.url} for n in await store.nodes()]
         return _json({"items": items, "total": len(items)})
 
-    prefix = "/registry/v1"
     return [
-        Route(f"{prefix}/instances", register, methods=["POST"]),
-        Route(f"{prefix}/instances/{{instance_id}}/heartbeat", heartbeat, methods=["PUT"]),
-        Route(f"{prefix}/instances/{{instance_id}}", deregister, methods=["DELETE"]),
+        *_write_routes(store, auth, prefix),
         Route(f"{prefix}/services", services, methods=["GET"]),
         Route(f"{prefix}/services/{{service}}/instances", instances, methods=["GET"]),
         Route(f"{prefix}/watch", watch, methods=["GET"]),

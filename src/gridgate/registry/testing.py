@@ -6,12 +6,16 @@
         client = registry.client(credentials=("billing", "pw-billing-01"))
         async with client.registration("billing", host="10.0.0.7", port=9104):
             ...
+
+A business system owns the service named by its code; give it more with ``services``
+(``{"billing": ["billing-api"]}``, as catalog interfaces would). Refused writes are kept in
+``registry.auth.refusals``.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -23,6 +27,7 @@ from gridgate.registry.auth import parse_basic
 from gridgate.registry.client import RegistryClient
 from gridgate.registry.interfaces import Timings
 from gridgate.registry.memory import MemoryRegistryStore
+from gridgate.registry.ownership import Ownership, Refusal
 from gridgate.registry.routes import registry_routes
 
 __all__ = ["InProcessRegistry", "StaticAuth", "in_process_registry"]
@@ -33,9 +38,25 @@ BASE_URL = "http://registry.test"
 class StaticAuth:
     """Registry callers from a fixed table of business systems and one read token."""
 
-    def __init__(self, systems: Mapping[str, str], token: str | None = None) -> None:
+    def __init__(
+        self,
+        systems: Mapping[str, str],
+        token: str | None = None,
+        *,
+        services: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
         self.systems = dict(systems)
         self.token = token
+        providers: dict[str, set[str]] = {}
+        for system, names in (services or {}).items():
+            for name in names:
+                providers.setdefault(name, set()).add(system)
+        self.ownership = Ownership(
+            frozenset(self.systems),
+            {name: frozenset(found) for name, found in providers.items()},
+        )
+        #: Every refused write, in order.
+        self.refusals: list[Refusal] = []
 
     async def business_system(self, authorization: str | None) -> str:
         """The code of valid Basic credentials."""
@@ -52,6 +73,14 @@ class StaticAuth:
             return "platform"
         return await self.business_system(authorization)
 
+    async def owns(self, system: str, service: str) -> bool:
+        """Whether ``system`` owns ``service`` (the catalog's rule over the fixed tables)."""
+        return self.ownership.owns(system, service)
+
+    async def refused(self, refusal: Refusal) -> None:
+        """Keep the refusal in :attr:`refusals`."""
+        self.refusals.append(refusal)
+
 
 @dataclass
 class InProcessRegistry:
@@ -59,6 +88,7 @@ class InProcessRegistry:
 
     store: MemoryRegistryStore
     app: Starlette
+    auth: StaticAuth
     transports: list[httpx.ASGITransport] = field(default_factory=list)
 
     def client(
@@ -77,12 +107,15 @@ async def in_process_registry(
     token: str | None = None,
     timings: Timings | None = None,
     clock: Callable[[], float] | None = None,
+    services: Mapping[str, Iterable[str]] | None = None,
 ) -> AsyncIterator[InProcessRegistry]:
-    """A throwaway registry for tests; ``clock`` makes expiry testable without sleeping."""
+    """A throwaway registry for tests; ``clock`` makes expiry testable without sleeping;
+    ``services`` names the services each system owns besides the one named by its code."""
     store = MemoryRegistryStore(timings, clock=clock)
-    app = Starlette(routes=registry_routes(store, StaticAuth(systems, token)))
+    auth = StaticAuth(systems, token, services=services)
+    app = Starlette(routes=registry_routes(store, auth))
     install_problem_handlers(app)
     try:
-        yield InProcessRegistry(store, app)
+        yield InProcessRegistry(store, app, auth)
     finally:
         await store.close()

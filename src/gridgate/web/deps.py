@@ -12,13 +12,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gridgate.attempts import MemoryAttemptStore
 from gridgate.errors import AuthRequired, Conflict, PermissionDenied
 from gridgate.operators.audit import Actor
+from gridgate.operators.limits import SignInLimits
 from gridgate.operators.services import OperatorService, Principal
 from gridgate.runtime import Runtime
 from gridgate.web.middleware import trace_id_of
 
-__all__ = ["ADMIN_PREFIX", "Admin", "Pagination", "get_runtime", "require"]
+__all__ = ["ADMIN_PREFIX", "Admin", "Pagination", "get_runtime", "require", "sign_in_limits"]
 
 #: Where the admin API lives on the admin listener.
 ADMIN_PREFIX = "/admin/v1"
@@ -28,6 +30,20 @@ def get_runtime(request: Request) -> Runtime:
     """The runtime the app factory attached to the app."""
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def sign_in_limits(request: Request) -> SignInLimits:
+    """The operator sign-in limits the app factory built over the platform's attempt store.
+
+    An admin app assembled by hand (a test's) gets an in-process store on first use, so that
+    sign-in is never without limits.
+    """
+    state = request.app.state
+    limits: SignInLimits | None = getattr(state, "operator_limits", None)
+    if limits is None:
+        settings = get_runtime(request).settings
+        limits = state.operator_limits = SignInLimits.from_settings(MemoryAttemptStore(), settings)
+    return limits
 
 
 @dataclass(frozen=True, slots=True)

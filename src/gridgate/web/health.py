@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -10,10 +12,25 @@ from starlette.routing import BaseRoute, Route
 
 from gridgate.web.metrics import metrics_endpoint
 
-__all__ = ["Check", "probe_routes"]
+__all__ = ["Check", "Verdict", "probe_routes"]
 
-#: A readiness check: True when the store it watches answers.
-Check = Callable[[], Awaitable[bool]]
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A check's answer with a reason: ``warning`` is shown but leaves the listener ready."""
+
+    status: Literal["ok", "warning", "failing"]
+    detail: str | None = None
+
+
+#: A readiness check: True (or an ``ok``/``warning`` verdict) when what it watches is fit.
+Check = Callable[[], Awaitable[bool | Verdict]]
+
+
+def _verdict(result: bool | Verdict) -> Verdict:
+    if isinstance(result, Verdict):
+        return result
+    return Verdict("ok" if result else "failing")
 
 
 def probe_routes(listener: str, checks: Mapping[str, Check]) -> list[BaseRoute]:
@@ -23,13 +40,16 @@ def probe_routes(listener: str, checks: Mapping[str, Check]) -> list[BaseRoute]:
         return JSONResponse({"status": "ok", "listener": listener})
 
     async def readyz(_request: Request) -> JSONResponse:
-        results = {name: await check() for name, check in checks.items()}
-        ready = all(results.values())
-        body = {
+        results = {name: _verdict(await check()) for name, check in checks.items()}
+        ready = all(verdict.status != "failing" for verdict in results.values())
+        body: dict[str, object] = {
             "status": "ready" if ready else "unavailable",
             "listener": listener,
-            "checks": {name: "ok" if ok else "failing" for name, ok in results.items()},
+            "checks": {name: verdict.status for name, verdict in results.items()},
         }
+        details = {name: v.detail for name, v in results.items() if v.detail is not None}
+        if details:
+            body["details"] = details
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return [

@@ -10,7 +10,10 @@ What it does: keep-alive and pipelining (answers in order, reading paused while 
 wait), bodies by ``Content-Length`` or chunked, ``Expect: 100-continue``, limits on the head
 (431) and the body (413, answered by the handler so it is logged like any other refusal), a
 read timeout for requests that arrive too slowly (408), an idle timeout for kept-alive
-connections, write back-pressure, and a graceful stop that lets running requests finish.
+connections, write back-pressure, and a graceful stop that lets running requests finish. The
+listener's :class:`~gridgate.web.connections.ConnectionGuard` caps its connections (overall and
+per client address) and sets the deadlines of quiet ones: the first byte, the head (408), a
+shorter keep-alive under pressure.
 Upgrades (WebSocket, h2c) are not served: such a request is answered over HTTP/1.1 and the
 connection is closed after it.
 """
@@ -41,6 +44,7 @@ from gridgate.errors import (
     RequestTooLarge,
     problem_body,
 )
+from gridgate.web.connections import ConnectionGuard
 from gridgate.web.middleware import new_trace_id
 
 __all__ = [
@@ -175,6 +179,10 @@ class _Connection(asyncio.Protocol):
         #: An error answered once the requests before it are answered; then the connection closes.
         self.final: GridgateError | None = None
         self.idle_since = self.loop.time()
+        #: No byte of a request came yet (the first-byte deadline applies, not the keep-alive).
+        self.fresh = True
+        #: Counted by the listener's guard (a refused connection is closed at once).
+        self.admitted = False
         self.task: asyncio.Task[None] | None = None
         #: After an answer that leaves part of the request unread: read and drop what still
         #: arrives until then, so the client gets to read the answer (nginx's lingering close).
@@ -187,6 +195,10 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's is not an asyncio.Transport subclass).
         self.transport = cast(asyncio.Transport, transport)
+        if not self.server.guard.admit(self, self.transport):
+            self.stop_reading = True  # refused: answered 503 and closed already
+            return
+        self.admitted = True
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client_ip, self.client_port = str(peer[0]), int(peer[1])
@@ -195,6 +207,8 @@ class _Connection(asyncio.Protocol):
             transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.admitted:
+            self.server.guard.release(self)
         self.server.forget(self)
         self.stop_reading = True
         self.pending.clear()
@@ -234,6 +248,7 @@ class _Connection(asyncio.Protocol):
         if self.stop_reading:
             return  # bytes after an error or a refused body: never handled
         self.reading = True
+        self.fresh = False
         self.head_done = False
         self.head_bytes = 0
         self.started = self.loop.time()
@@ -452,22 +467,36 @@ class _Connection(asyncio.Protocol):
             transport.resume_reading()
 
     def sweep(self, now: float) -> None:
-        """Close what waited too long: a slow request (408) or an idle keep-alive."""
+        """Close what waited too long: a slow head or request (408), a connection that sends
+        nothing, an idle keep-alive (shorter while the listener is under pressure)."""
         if self.linger_until:
             if now > self.linger_until:
                 self.close()
-        elif self.reading and now - self.started > self.limits.read_timeout_s:
-            self.fail(RequestTimeout("the request did not arrive in full in time"))
-        elif not (self.busy or self.reading) and now - self.idle_since > self.limits.keep_alive_s:
-            self.close()
+        elif self.reading:
+            if not self.head_done and now - self.started > self.server.guard.head_s:
+                self.server.guard.closed_early("head")
+                self.fail(RequestTimeout("the request head did not arrive in time"))
+            elif now - self.started > self.limits.read_timeout_s:
+                self.server.guard.closed_early("request")
+                self.fail(RequestTimeout("the request did not arrive in full in time"))
+        elif not self.busy:
+            limit, reason = self.server.guard.idle_deadline(
+                self.limits.keep_alive_s, fresh=self.fresh
+            )
+            if now - self.idle_since > limit:
+                if reason is not None:
+                    self.server.guard.closed_early(reason)
+                self.close()
 
 
 class HttpServer:
     """Serves one :class:`Handler` on one listening socket."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, guard: ConnectionGuard | None = None) -> None:
         self.handler = handler
         self.limits = handler.limits
+        #: Caps and deadlines of the listener's connections (none by default).
+        self.guard = guard or ConnectionGuard("http")
         self.connections: set[_Connection] = set()
         self.stopping = False
         self.date_line = ""
@@ -498,9 +527,7 @@ class HttpServer:
         while True:
             await asyncio.sleep(1)
             self._tick()
-            now = self.loop.time()
-            for connection in list(self.connections):
-                connection.sweep(now)
+            self.guard.sweep(self.loop.time())
 
     def abort(self) -> None:
         """Close every connection now, answered or not (a second Ctrl-C)."""
@@ -530,6 +557,7 @@ class HttpServer:
                 await self._sweeper
         if self._server is not None:
             await self._server.wait_closed()
+        self.guard.close()
 
 
 # -- ASGI on either side ------------------------------------------------------------------------

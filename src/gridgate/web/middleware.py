@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,7 +13,9 @@ from gridgate.errors import RequestTooLarge, problem_response
 from gridgate.web.metrics import observe_request
 
 __all__ = [
+    "API_SECURITY_HEADERS",
     "BodyLimitMiddleware",
+    "SecurityHeadersMiddleware",
     "TraceMiddleware",
     "new_trace_id",
     "trace_id_of",
@@ -129,6 +132,54 @@ class BodyLimitMiddleware:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = RequestTooLarge(f"the body must be at most {self.max_bytes} bytes")
         await problem_response(error, trace_id_of(scope))(scope, receive, send)
+
+
+#: What a browser should make of an API answer: never a page to render, frame or run scripts
+#: in, never sniffed into another type, sent no referrer. A page that needs more (Swagger UI)
+#: sends its own Content-Security-Policy, which :class:`SecurityHeadersMiddleware` keeps.
+API_SECURITY_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+class SecurityHeadersMiddleware:
+    """Add ``headers`` to every answer that does not set them itself, and
+    ``Cache-Control: no-store`` to answers under ``no_store_prefix`` or to requests that
+    carry credentials (``Authorization``), so no browser or proxy keeps a copy of them."""
+
+    def __init__(
+        self, app: ASGIApp, *, headers: Mapping[str, str], no_store_prefix: str | None = None
+    ) -> None:
+        self.app = app
+        self.headers = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+        self.no_store_prefix = no_store_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        no_store = (
+            self.no_store_prefix is not None and path.startswith(self.no_store_prefix)
+        ) or any(name == b"authorization" for name, _ in scope["headers"])
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(n, v) for n, v in self.headers if n not in present]
+                if no_store and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def wrap_listener(app: ASGIApp, listener: str, max_body: int) -> ASGIApp:

@@ -28,6 +28,7 @@ from gridgate.accounts.sms import (
     SmsCodeInvalid,
     SmsCodes,
     SmsDeliveryFailed,
+    SmsNotices,
     SmsTooFrequent,
     provider_for,
     text_for,
@@ -429,6 +430,67 @@ async def test_malformed_codes_fail_alike(code: str) -> None:
     assert (refused.value.code, refused.value.status) == ("sms.code_invalid", 400)
 
 
+async def test_a_code_sent_for_an_account_serves_that_account_only(harness: Harness) -> None:
+    provider = FakeProvider()
+    sms = service(harness, provider)
+    await sms.send(PHONE, "bind", client_ip=IP, holder="owner")
+    code = provider.sent[0].code
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+
+    # Someone else's guesses, even of the right code, neither pass nor use up its attempts.
+    for guess in [code, *[wrong] * 10]:
+        with pytest.raises(SmsCodeInvalid):
+            await sms.verify(PHONE, "bind", guess, holder="stranger")
+    with pytest.raises(SmsCodeInvalid):
+        await sms.verify(PHONE, "bind", code)  # nor without an account
+    await sms.verify(PHONE, "bind", code, holder="owner")
+
+
+async def test_an_undelivered_send_is_limited_like_any_other(harness: Harness) -> None:
+    provider = FakeProvider()
+    sms = service(harness, provider)
+    answer = await sms.send(PHONE, "bind", client_ip=IP, holder="a", deliver=False)
+
+    assert answer == (300, 60) and provider.sent == []
+    with pytest.raises(SmsTooFrequent):
+        await sms.send(PHONE, "bind", client_ip=IP, holder="b")
+
+
+# --- notices ------------------------------------------------------------------------------
+
+
+async def test_a_notice_is_sent_once_per_key_and_interval() -> None:
+    clock = FakeClock(MORNING)
+    provider = FakeProvider()
+    notices = SmsNotices(provider, MemoryCodeStore(clock=clock))
+    for _ in range(5):
+        notices.send_later(PHONE, "有人尝试绑定", purpose="bind_notice", once_per=("k", 3600))
+    notices.send_later("13800000002", "another", purpose="bind_notice", once_per=("k2", 3600))
+    await notices.drain()
+
+    assert [(m.phone, m.text, m.purpose, m.code) for m in provider.sent] == [
+        (PHONE, "有人尝试绑定", "bind_notice", ""),
+        ("13800000002", "another", "bind_notice", ""),
+    ]
+    clock.advance(3600)
+    notices.send_later(PHONE, "again", purpose="bind_notice", once_per=("k", 3600))
+    await notices.drain()
+    assert provider.sent[-1].text == "again"
+
+
+async def test_a_notice_that_cannot_be_delivered_is_logged_not_raised() -> None:
+    http = mock_gateway(500, [])
+    notices = SmsNotices(HttpSmsProvider("https://sms.example/send", http=http), MemoryCodeStore())
+
+    with structlog.testing.capture_logs() as captured:
+        notices.send_later(PHONE, "t", purpose="bind_notice")
+        await notices.drain()
+    await http.aclose()
+
+    assert any(e["event"] == "sms_notice_failed" for e in captured)
+    assert PHONE not in repr(captured)
+
+
 def test_a_short_key_is_refused() -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         SmsCodes(MemoryCodeStore(), FakeProvider(), key=b"short")
@@ -494,6 +556,15 @@ async def test_http_provider_without_token_sends_no_authorization() -> None:
         )
 
     assert "Authorization" not in seen[0].headers
+
+
+async def test_http_provider_sends_a_notice_as_written() -> None:
+    seen: list[httpx.Request] = []
+    async with mock_gateway(200, seen) as http:
+        provider = HttpSmsProvider("https://sms.example/send", template="code {code}", http=http)
+        await provider.send(PHONE, "您的户号已绑定", purpose="bind_notice", code="")
+
+    assert orjson.loads(seen[0].content) == {"phone": PHONE, "text": "您的户号已绑定"}
 
 
 def refusing_client() -> httpx.AsyncClient:

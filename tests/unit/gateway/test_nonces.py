@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 from redis.asyncio import Redis
 
+from gridgate.errors import Overloaded
 from gridgate.gateway.nonces import MemoryNonceStore, NonceStore, RedisNonceStore
 from tests.support.redis import RedisServer
 from tests.unit.registry.conftest import FakeClock
@@ -122,18 +123,56 @@ async def test_memory_purges_expired_nonces_as_it_goes() -> None:
     assert len(store) == 100  # the wechat ones are gone, a few per call
 
 
-async def test_memory_when_full_drops_the_nonces_closest_to_expiry() -> None:
+async def test_memory_when_full_refuses_new_nonces_and_forgets_none() -> None:
+    clock = FakeClock()
+    store = MemoryNonceStore(3, clock=clock)
+    for n in range(3):
+        assert await store.first_use("wechat", f"nonce-{n:012d}", 600)
+
+    with pytest.raises(Overloaded) as refused:
+        await store.first_use("wechat", "nonce-newcomer-0001", 600)
+
+    assert refused.value.code == "flow.overloaded" and refused.value.status == 503
+    assert 1 <= int(refused.value.headers["Retry-After"]) <= 600
+    # Nothing was forgotten to make room: every nonce already used is still a replay.
+    for n in range(3):
+        assert not await store.first_use("wechat", f"nonce-{n:012d}", 600)
+    assert len(store) == 3
+
+
+async def test_memory_when_full_retry_after_is_when_the_earliest_nonce_expires() -> None:
+    clock = FakeClock()
+    store = MemoryNonceStore(2, clock=clock)
+    await store.first_use("wechat", "nonce-soon-000000001", 30)
+    await store.first_use("wechat", "nonce-late-000000001", 600)
+    clock.advance(10)
+
+    with pytest.raises(Overloaded) as refused:
+        await store.first_use("wechat", "nonce-newcomer-0001", 600)
+
+    assert refused.value.headers["Retry-After"] == "20"
+
+
+async def test_memory_when_full_makes_room_from_expired_nonces_only() -> None:
     clock = FakeClock()
     store = MemoryNonceStore(3, clock=clock)
     await store.first_use("wechat", "nonce-soon-000000001", 100)
     await store.first_use("wechat", "nonce-late-000000001", 600)
     await store.first_use("wechat", "nonce-late-000000002", 600)
+    clock.advance(100)
 
     assert await store.first_use("wechat", "nonce-late-000000003", 600)
 
     assert len(store) == 3
-    assert await store.first_use("wechat", "nonce-soon-000000001", 100)  # evicted
+    assert not await store.first_use("wechat", "nonce-late-000000001", 600)
     assert not await store.first_use("wechat", "nonce-late-000000003", 600)
+
+
+async def test_memory_when_full_still_answers_a_replay_as_a_replay() -> None:
+    store = MemoryNonceStore(1, clock=FakeClock())
+    assert await store.first_use("wechat", NONCE, 600)
+
+    assert not await store.first_use("wechat", NONCE, 600)
 
 
 def test_memory_needs_room_for_one() -> None:

@@ -134,6 +134,41 @@ def test_expiry_leeway_absorbs_clock_skew(
         lenient.verify(sign(key, exp=int(time.time()) - 600))
 
 
+@pytest.mark.parametrize("lifetime_s", [961, 3600, 10 * 365 * 86_400])
+def test_a_token_living_longer_than_the_cap_is_refused(
+    verifier: JwksVerifier, key: Ed25519PrivateKey, lifetime_s: int
+) -> None:
+    now = int(time.time())
+    with pytest.raises(InvalidToken, match="lifetime"):
+        verifier.verify(sign(key, iat=now, exp=now + lifetime_s))
+    # Backdating iat does not help: the span counts, and iat may not be in the future.
+    with pytest.raises(InvalidToken):
+        verifier.verify(sign(key, iat=now + lifetime_s - 900, exp=now + lifetime_s))
+
+
+def test_the_lifetime_cap_is_the_verifiers_setting(
+    key: Ed25519PrivateKey, revoked: MemoryRevocationList
+) -> None:
+    now = int(time.time())
+    token = sign(key, iat=now, exp=now + 3600)
+    lenient = JwksVerifier(ISSUER, AUDIENCE, revoked=revoked, max_lifetime_s=3600)
+    lenient.set_keys(jwks((key, "k1")))
+    assert lenient.verify(token).level == 1
+    strict = JwksVerifier(ISSUER, AUDIENCE, revoked=revoked, max_lifetime_s=600)
+    strict.set_keys(jwks((key, "k1")))
+    with pytest.raises(InvalidToken, match="lifetime"):
+        strict.verify(sign(key, iat=now, exp=now + 900))
+
+
+def test_the_issued_lifetime_passes_by_default(
+    verifier: JwksVerifier, key: Ed25519PrivateKey
+) -> None:
+    from gridgate.accounts.tokens import ACCESS_TTL_S  # noqa: PLC0415
+
+    now = int(time.time())
+    assert verifier.verify(sign(key, iat=now, exp=now + ACCESS_TTL_S)).level == 1
+
+
 def test_token_issued_in_the_future_is_refused(
     verifier: JwksVerifier, key: Ed25519PrivateKey
 ) -> None:

@@ -36,3 +36,44 @@ def test_status_flush_analyze(tmp_path: Path) -> None:
 
     after = runner.invoke(logs_app, ["status", *where])
     assert "2026-11-20T09:00:00+00:00" in after.output
+
+
+def test_status_shows_retention_and_its_last_run(tmp_path: Path) -> None:
+    from datetime import timedelta  # noqa: PLC0415
+
+    from gridgate.logs.retention import Retention  # noqa: PLC0415
+    from gridgate.logs.storage import ParquetStore  # noqa: PLC0415
+    from gridgate.settings import Settings  # noqa: PLC0415
+    from gridgate.storage.db import Database  # noqa: PLC0415
+
+    new = T0 + timedelta(days=2)
+    asyncio.run(
+        offer_all(LogService(SpoolBuffer(tmp_path / "log-spool")), [record(T0), record(new)])
+    )
+    runner = CliRunner()
+    where = ["--data-dir", str(tmp_path)]
+    for command in ("flush", "analyze"):
+        done = runner.invoke(logs_app, [command, *where])
+        assert done.exit_code == 0, done.output
+
+    before = runner.invoke(logs_app, ["status", *where])
+    assert before.exit_code == 0, before.output
+    assert "files 180 days, analysis rows 400 days" in before.output
+    assert "2026-11-20T08:00:00Z" in before.output  # the oldest file hour
+    assert "nothing removed yet" in before.output
+
+    async def apply() -> None:
+        db = Database(Settings(data_dir=tmp_path).effective_database_url)
+        store = ParquetStore(tmp_path / "logs")
+        try:
+            await Retention(store, db, log_days=1, analysis_days=1).run_once(new + minutes(60))
+        finally:
+            await db.dispose()
+
+    asyncio.run(apply())
+    after = runner.invoke(logs_app, ["status", *where])
+    assert after.exit_code == 0, after.output
+    text = " ".join(after.output.replace("│", " ").split())
+    assert "oldest file hour 2026-11-22T08:00:00Z" in text
+    assert "oldest analysed hour 2026-11-22T08:00:00Z" in text
+    assert "1 files (1 hours) before 2026-11-21T09:00:00Z" in text

@@ -10,6 +10,7 @@ import pytest
 from gridgate.errors import InvalidRequest, NotFound
 from gridgate.registry.interfaces import (
     Changes,
+    ForeignInstance,
     Instance,
     InvalidInstance,
     RegistryStore,
@@ -139,6 +140,27 @@ async def test_a_heartbeat_makes_an_unhealthy_instance_healthy(
     assert [i.healthy for i in (await store.instances("billing"))[1]] == [True]
     result = await store.changes_since(2)
     assert [(c.kind, c.instance) for c in result.changes] == [("healthy", beat)]
+
+
+async def test_another_systems_heartbeat_changes_nothing(
+    store: RegistryStore, clock: FakeClock
+) -> None:
+    inst = await add(store, owner="billing")
+    clock.advance(20)
+    await store.sweep()  # unhealthy now
+    revision = (await store.changes_since(0)).revision
+
+    with pytest.raises(ForeignInstance) as refused:
+        await store.heartbeat(inst.instance_id, owner="marketing")
+
+    assert refused.value.instance.service == "billing"
+    assert refused.value.instance.owner == "billing"
+    after = await store.get(inst.instance_id)
+    assert after is not None
+    assert (after.healthy, after.last_heartbeat) == (False, inst.last_heartbeat)
+    assert (await store.changes_since(0)).revision == revision
+    beat = await store.heartbeat(inst.instance_id, owner="billing")
+    assert beat.healthy and beat.last_heartbeat == clock.now
 
 
 async def test_reregistering_after_removal_is_a_new_instance(store: RegistryStore) -> None:

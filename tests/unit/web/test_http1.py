@@ -26,6 +26,7 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from gridgate.errors import RequestTooLarge
+from gridgate.web.connections import METRICS, ConnectionGuard, ConnectionPolicy
 from gridgate.web.http1 import (
     HttpServer,
     Limits,
@@ -177,8 +178,12 @@ class Served:
     port: int
     writers: list[Writer] = field(default_factory=list)
 
-    async def connect(self) -> tuple[Reader, Writer]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+    async def connect(self, local: str | None = None) -> tuple[Reader, Writer]:
+        """A new connection, from the loopback address ``local`` if given."""
+        local_addr = (local, 0) if local else None
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", self.port, local_addr=local_addr
+        )
         self.writers.append(writer)
         return reader, writer
 
@@ -236,11 +241,13 @@ async def serve(request: pytest.FixtureRequest) -> AsyncIterator[Serve]:
     loop.set_task_factory(task_factory)  # type: ignore[arg-type]
     running: list[Served] = []
 
-    async def start(limits: Limits = LIMITS, app: App | None = None) -> Served:
+    async def start(
+        limits: Limits = LIMITS, app: App | None = None, guard: ConnectionGuard | None = None
+    ) -> Served:
         app = app or App(limits)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        server = HttpServer(app)
+        server = HttpServer(app, guard)
         await server.start(sock)
         served = Served(server, app, sock.getsockname()[1])
         running.append(served)
@@ -648,6 +655,124 @@ async def test_idle_connections_are_closed_after_keep_alive(serve: Serve) -> Non
     assert time.monotonic() - began >= 1.0
     answer = await read_answer(busy)
     assert (answer.status, answer.header("x-path")) == (200, "/sleep/2.2")
+
+
+# -- connection limits --------------------------------------------------------------------------
+
+
+async def read_refusal(reader: Reader) -> None:
+    """The server's refusal of a new connection: 503 ``flow.overloaded``, then the close."""
+    answer = await read_answer(reader)
+    assert answer.status == 503
+    assert answer.problem()["code"] == "flow.overloaded"
+    assert (answer.header("connection"), answer.header("retry-after")) == ("close", "1")
+    assert await read_rest(reader) == b""
+
+
+async def test_connections_over_the_cap_are_refused_at_once(serve: Serve) -> None:
+    guard = ConnectionGuard("cap-test", ConnectionPolicy(max_connections=3))
+    served = await serve(guard=guard)
+    kept = [await served.connect() for _ in range(3)]
+    for reader, writer in kept:
+        writer.write(request("/kept"))
+        assert (await read_answer(reader)).status == 200
+    refused, _ = await served.connect()
+    await read_refusal(refused)
+    assert len(served.server.connections) == len(guard.open) == 3
+    assert METRICS.refused[("cap-test", "listener_full")] == 1
+    for reader, writer in kept:  # the connections held before still serve
+        writer.write(request("/again"))
+        assert (await read_answer(reader)).header("x-path") == "/again"
+    kept[0][1].close()
+    await until(lambda: len(guard.open) == 2)
+    await served.works()  # a freed slot takes a new connection
+
+
+async def test_each_client_address_has_its_own_cap(serve: Serve) -> None:
+    guard = ConnectionGuard(
+        "address-test", ConnectionPolicy(max_per_address=2, exempt=frozenset({"127.0.0.1"}))
+    )
+    served = await serve(guard=guard)
+    for _ in range(2):
+        reader, writer = await served.connect(local="127.0.0.2")
+        writer.write(request("/two"))
+        assert (await read_answer(reader)).status == 200
+    refused, _ = await served.connect(local="127.0.0.2")
+    await read_refusal(refused)
+    assert METRICS.refused[("address-test", "address_full")] == 1
+    other, writer = await served.connect(local="127.0.0.3")
+    writer.write(request("/three"))
+    assert (await read_answer(other)).status == 200
+    # An exempt address (a load balancer, trusted proxy) is held to the listener's cap only.
+    for _ in range(3):
+        reader, writer = await served.connect(local="127.0.0.1")
+        writer.write(request("/exempt"))
+        assert (await read_answer(reader)).status == 200
+    assert guard.by_address == {"127.0.0.1": 3, "127.0.0.2": 2, "127.0.0.3": 1}
+
+
+async def test_a_connection_that_sends_nothing_is_closed_after_the_first_byte_deadline(
+    serve: Serve,
+) -> None:
+    guard = ConnectionGuard("first-byte-test", ConnectionPolicy(first_byte_s=1.0))
+    served = await serve(guard=guard)
+    used, writer = await served.send(request("/one"))
+    assert (await read_answer(used)).status == 200
+    began = time.monotonic()
+    silent, _ = await served.connect()
+    assert await read_rest(silent) == b""
+    assert time.monotonic() - began >= 1.0
+    assert METRICS.timed_out[("first-byte-test", "first_byte")] == 1
+    # A kept-alive connection is held to the keep-alive timeout, not to the first byte.
+    writer.write(request("/two"))
+    assert (await read_answer(used)).header("x-path") == "/two"
+
+
+async def test_a_head_that_does_not_end_in_time_gets_408(serve: Serve) -> None:
+    guard = ConnectionGuard("head-test", ConnectionPolicy(head_s=1.0))
+    served = await serve(guard=guard)
+    began = time.monotonic()
+    reader, _ = await served.send(b"GET / HTTP/1.1\r\nHost: test\r\nX-Slow: 1\r\n")
+    answer = await read_answer(reader)
+    assert time.monotonic() - began >= 1.0
+    assert (answer.status, answer.header("connection")) == (408, "close")
+    assert answer.problem()["code"] == "request.timeout"
+    assert await read_rest(reader) == b""
+    assert METRICS.timed_out[("head-test", "head")] == 1
+    # The head deadline does not cut a body short (the read timeout covers that).
+    body, writer = await served.send(
+        request("/upload", method="POST", headers=[("Content-Length", "4")]) + b"ab"
+    )
+    connection = await served.connection(writer)
+    await until(lambda: connection.head_done)
+    guard.sweep(asyncio.get_running_loop().time() + 2.0)
+    writer.write(b"cd")
+    assert (await read_answer(body)).body == b"hello abcd"
+
+
+async def test_idle_keep_alive_is_shortened_under_pressure(serve: Serve) -> None:
+    guard = ConnectionGuard(
+        "pressure-test", ConnectionPolicy(max_connections=4, pressure_keep_alive_s=1.0)
+    )
+    served = await serve(guard=guard)  # keep-alive: GUARD_S
+    idle: list[tuple[Reader, Writer]] = []
+    for _ in range(3):  # 3 of 4: not above 3/4 yet
+        reader, writer = await served.send(request("/idle"))
+        assert (await read_answer(reader)).status == 200
+        idle.append((reader, writer))
+    loop = asyncio.get_running_loop()
+    guard.sweep(loop.time() + 2.0)
+    for reader, writer in idle:
+        writer.write(request("/still"))
+        assert (await read_answer(reader)).header("x-path") == "/still"
+    reader, writer = await served.send(request("/fourth"))
+    assert (await read_answer(reader)).status == 200
+    idle.append((reader, writer))
+    assert guard.under_pressure
+    guard.sweep(loop.time() + 2.0)
+    for reader, _ in idle:
+        assert await read_rest(reader) == b""
+    assert METRICS.timed_out[("pressure-test", "idle_under_pressure")] == 4
 
 
 # -- answers without a body ---------------------------------------------------------------------

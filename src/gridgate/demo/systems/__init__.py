@@ -1,7 +1,10 @@
 """The demo business systems behind api.md's business interfaces, one ASGI app each.
 
 Each module has a factory ``create_app(data)``; every system serves the interface paths
-unchanged (the gateway forwards them as sent), ``/healthz`` and problem+json errors.
+unchanged (the gateway forwards them as sent), ``/healthz`` and problem+json errors. The
+factories hold the business logic only: where a system runs as a service
+(:func:`gridgate.demo.runner.demo_listeners`), it is wrapped in
+:class:`gridgate.internal_auth.InternalAuthMiddleware`, so only calls signed for it pass.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from gridgate.demo.systems._web import (
     CUSTOMER_NO_PATTERN,
     JSONResponse,
     build_system,
-    customer_of,
     read_body,
     utc_now,
 )
@@ -47,9 +46,11 @@ class ConsultationDesk:
         self._by_id: dict[str, dict[str, Any]] = {}
 
     def receive(self, request: ConsultationCreate) -> dict[str, Any]:
-        """Record a consultation; a 户号 it names must exist."""
-        if request.customer_no is not None:
-            customer_of(self._data, request.customer_no)
+        """Record a consultation, with the 户号 it names as named.
+
+        The 户号 is not looked up: anyone may submit (level 0), so an answer that differed for
+        an unknown 户号 would tell anyone which 户号 exist. Staff check it when they answer.
+        """
         # Unguessable ids: anyone may read a consultation by its id (level 0 interface).
         consultation_id = f"ZX{secrets.token_hex(10).upper()}"
         record = {
@@ -74,7 +75,7 @@ class ConsultationDesk:
 
 
 def create_app(data: DemoData, *, clock: Callable[[], datetime] = utc_now) -> Starlette:
-    """The consultation system's ASGI app (customers named in a consultation must exist)."""
+    """The consultation system's ASGI app (the 户号 a consultation names is not checked)."""
     desk = ConsultationDesk(data, clock)
 
     async def create(request: Request) -> JSONResponse:

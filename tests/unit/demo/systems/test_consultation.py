@@ -58,9 +58,20 @@ async def test_each_consultation_gets_its_own_id(consultation: httpx.AsyncClient
     assert first.json()["consultation_id"] != second.json()["consultation_id"]
 
 
-async def test_an_unknown_customer_is_not_found(consultation: httpx.AsyncClient) -> None:
-    body = {"topic": "t", "content": "c", "customer_no": "3399999999"}
-    assert_problem(await consultation.post(CONSULTATIONS, json=body), 404, "not_found")
+async def test_an_unknown_customer_is_received_like_a_known_one(
+    consultation: httpx.AsyncClient,
+) -> None:
+    # Anyone may submit: a different answer would tell which 户号 exist (issue 12, item 6).
+    answers = [
+        await consultation.post(
+            CONSULTATIONS, json={"topic": "t", "content": "c", "customer_no": customer_no}
+        )
+        for customer_no in (FIRST_CUSTOMER_NO, "3399999999")
+    ]
+    assert [a.status_code for a in answers] == [201, 201]
+    assert [set(a.json()) for a in answers] == [{"consultation_id", "status", "created_at"}] * 2
+    read = await consultation.get(f"{CONSULTATIONS}/{answers[1].json()['consultation_id']}")
+    assert read.json()["customer_no"] == "3399999999"
 
 
 @pytest.mark.parametrize(
