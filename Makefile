@@ -6,15 +6,36 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test lint typecheck format clean servers bench-servers
+# The Rust engine (engine/) is built by maturin into the package as gridgate._engine
+# (src/gridgate/_engine.abi3.so for the editable install). rustup puts cargo in ~/.cargo/bin,
+# which a non-login shell may not have on PATH.
+export PATH := $(if $(shell command -v cargo),$(PATH),$(HOME)/.cargo/bin:$(PATH))
+ENGINE_SOURCES := $(wildcard engine/Cargo.toml engine/Cargo.lock) $(shell find engine/src -name '*.rs')
+ENGINE_SO := src/gridgate/_engine.abi3.so
+# Building the engine needs cargo: say so in one line (maturin would try to download Rust).
+check_cargo = command -v cargo >/dev/null || { echo "cargo not found: gridgate's Rust engine (engine/) needs a Rust toolchain (cargo and rustc, e.g. from rustup)" >&2; exit 1; }
+
+.PHONY: install run test lint typecheck engine-check bench-engine format clean servers bench-servers \
+	rust-tools FORCE
 
 install: servers $(STAMP)
 
-$(STAMP): pyproject.toml
+# Rebuilt when pyproject.toml or any engine source changes, or the extension is missing,
+# so `make test` never runs against a stale gridgate._engine.
+$(STAMP): pyproject.toml $(ENGINE_SOURCES) $(if $(wildcard $(ENGINE_SO)),,FORCE)
+	@$(check_cargo)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "building gridgate with its Rust engine (the first build takes about 2 minutes)"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+FORCE:
+
+# `make test` also needs rustfmt and clippy, rustup components of the same toolchain.
+rust-tools:
+	@$(check_cargo)
+	@cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 
 # The servers the tests start themselves (throwaway instances on free ports).
 servers:
@@ -36,6 +57,11 @@ bench-servers: servers
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
 	fi
 
+# The engine as wheels ship it (Cargo profile `dist`: fat LTO), for `gridgate bench gateway`.
+# The next change to an engine source goes back to the `release` build of `make install`.
+bench-engine: install
+	MATURIN_PEP517_ARGS="--profile dist" $(BIN)/python -m pip install --quiet --no-deps -e .
+
 run: install
 	$(BIN)/gridgate up
 
@@ -46,12 +72,21 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
-test: install lint typecheck
+# The engine's own checks, no venv needed: format, lints (also of the Python binding; pyo3's
+# build script only reads the interpreter's config, nothing links libpython), Rust tests.
+engine-check: rust-tools
+	cd engine && cargo fmt --check
+	cd engine && cargo clippy --all-targets -- -D warnings
+	cd engine && PYO3_PYTHON=$(PYTHON) cargo clippy --all-targets --features python -- -D warnings
+	cd engine && cargo test
+
+test: install lint typecheck engine-check
 	$(BIN)/pytest
 
 format:
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
+	cd engine && cargo fmt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ENGINE_SO) .pytest_cache .mypy_cache .ruff_cache

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import typer
-from rich.table import Table
 
 from gridgate.cli.common import err, fail, out, run_coroutine
 
@@ -29,6 +28,8 @@ class _Report(Protocol):
 
 def _show_report(report: _Report, title: str, *, markdown: bool) -> None:
     """A benchmark report as a Rich table (and Markdown for docs/benchmarks.md)."""
+    from rich.table import Table  # noqa: PLC0415 - `gridgate version` need not import rich
+
     table = Table(title=title)
     for column in ("Metric", "Result", "Detail", "Target", "Met"):
         table.add_column(column)
@@ -100,6 +101,29 @@ def bench_gateway(
     )
 
 
+@bench_app.command("engine")
+def bench_engine(
+    duration: Annotated[int, typer.Option(min=1, help="Seconds per wrk run.")] = 10,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Also print Markdown.")] = False,
+) -> None:
+    """The Rust engine (full pipeline) vs nginx proxy_pass per core, raw and per CPU-second."""
+    # Imported here: the benchmark is never part of a listener's process.
+    from gridgate.bench.engine import run_engine_bench  # noqa: PLC0415
+
+    command = " ".join(["gridgate", *sys.argv[1:]])
+    try:
+        report = run_engine_bench(
+            duration=duration,
+            command=command,
+            progress=lambda message: err.print(f"[dim]… {message}[/]", highlight=False),
+        )
+    except RuntimeError as exc:
+        raise fail(str(exc), code=1) from None
+    _show_report(
+        report, "gridgate engine benchmark (one core each, 1 KB JSON backend)", markdown=markdown
+    )
+
+
 @bench_app.command("gateway-work")
 def bench_gateway_work(
     requests: Annotated[int, typer.Option(min=100, help="Requests to time.")] = 20_000,
@@ -134,6 +158,8 @@ def bench_logs(
     ] = 10_000_000,
 ) -> None:
     """Ingest records/s into Parquet (beside a plain write) and the hourly rollup time."""
+    from rich.table import Table  # noqa: PLC0415
+
     from gridgate.logs.bench import run_analysis_bench, run_ingest_bench  # noqa: PLC0415
 
     ingest = run_coroutine(run_ingest_bench(records))
@@ -197,6 +223,8 @@ def bench_permissions(
     decisions: Annotated[int, typer.Option(min=1000, help="Decisions timed.")] = 1_000_000,
 ) -> None:
     """Permission decisions per second on one core, and catalog compile time."""
+    from rich.table import Table  # noqa: PLC0415
+
     from gridgate.bench.permissions import run_permissions_bench  # noqa: PLC0415
 
     report = run_permissions_bench(interfaces, decisions)

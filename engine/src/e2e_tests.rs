@@ -1,0 +1,571 @@
+//! End to end: the engine on a real socket in front of a tiny hyper upstream, driven with
+//! raw HTTP/1.1 bytes (so the limits can be tested too).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+use crate::engine::{Config, Engine};
+use crate::signing::sign;
+use crate::user_auth::tests::{claims, jwks, signing_key, token};
+
+const SECRET: &str = "app-secret-for-engine-tests-0001";
+const INTERNAL_KEY: &str = "9302532a9a476a495b15323c0158e99bd9c59b24cb3b658089356946aecee76a";
+
+/// A business system: echoes what it received as JSON; ``…/fail`` answers 500.
+pub(crate) fn upstream(calls: Arc<AtomicUsize>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let calls = calls.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let calls = calls.clone();
+                        async move {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            let headers: serde_json::Map<String, Value> = parts
+                                .headers
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+                                .collect();
+                            let document = json!({
+                                "path": parts.uri.path(), "query": parts.uri.query().unwrap_or(""),
+                                "headers": headers, "body": String::from_utf8_lossy(&body),
+                                "name": "董小明", "phone": "13812345678",
+                            });
+                            let status = if parts.uri.path().ends_with("/fail") {
+                                500
+                            } else {
+                                200
+                            };
+                            let mut response =
+                                Response::new(Full::new(Bytes::from(document.to_string())));
+                            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            response
+                                .headers_mut()
+                                .insert("content-type", "application/json".parse().unwrap());
+                            response
+                                .headers_mut()
+                                .insert("x-trace-id", "upstream-own".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    port
+}
+
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub(crate) fn exchange(address: SocketAddr, raw: &[u8]) -> Answer {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(raw).unwrap();
+    let mut data = Vec::new();
+    let _ = stream.read_to_end(&mut data);
+    let end = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&data[..end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: data[end + 4..].to_vec(),
+    }
+}
+
+pub(crate) fn signed(
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &str,
+    nonce: &str,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
+    let ts = now().to_string();
+    let signature = sign(
+        SECRET.as_bytes(),
+        method,
+        path.as_bytes(),
+        query.as_bytes(),
+        &ts,
+        nonce.as_bytes(),
+        body.as_bytes(),
+    );
+    let target = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut raw = format!(
+        "{method} {target} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nX-GG-Channel: app\r\nX-GG-Timestamp: {ts}\r\nX-GG-Nonce: {nonce}\r\nX-GG-Signature: {signature}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in extra {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str("\r\n");
+    raw.push_str(body);
+    raw.into_bytes()
+}
+
+pub(crate) fn document(live: u16, dead: u16) -> Value {
+    let key = signing_key();
+    let interface = |code: &str, method: &str, path: &str, extra: Value| {
+        let mut base = json!({
+            "code": code, "method": method, "path": path, "enabled": true,
+            "requires_client_auth": true, "min_level": 0, "idempotent": true, "timeout_ms": 2000,
+            "target_service": "svc", "balancer": "round_robin", "channels": ["app"], "max_queue": 0,
+            "max_wait_ms": 0,
+        });
+        base.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        base
+    };
+    json!({
+        "version": 7, "revision": 3,
+        "channels": [{"code": "app", "secret": SECRET, "enabled": true, "allowed_ips": [], "rate_limit_per_s": null}],
+        "interfaces": [
+            interface("t.customer", "GET", "/api/v1/customers/{customer_no}", json!({"min_level": 1, "customer_scope": "path:customer_no"})),
+            interface("t.pay", "POST", "/api/v1/payments", json!({"min_level": 1, "customer_scope": "body:customer_no", "idempotent": false})),
+            interface("t.limited", "GET", "/api/v1/limited", json!({"rate_limit_per_s": 2})),
+            interface("t.fail", "GET", "/api/v1/x/fail", json!({})),
+            interface("t.open", "GET", "/api/v1/open", json!({"requires_client_auth": false})),
+        ],
+        "field_rules": [{"interface": "t.customer", "channel": null, "path": "name", "action": "mask:name", "below_level": 2}],
+        // The dead instance sorts first: round-robin meets it and the retry goes on.
+        "instances": {"svc": [
+            {"instance_id": "dead", "host": "127.0.0.1", "port": dead, "weight": 100, "healthy": true},
+            {"instance_id": "live", "host": "127.0.0.2", "port": live, "weight": 100, "healthy": true},
+        ]},
+        "jwks": jwks(&key, "k1"),
+        "internal_keys": {"svc": INTERNAL_KEY},
+    })
+}
+
+#[test]
+fn the_pipeline_end_to_end() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let live = upstream(calls.clone());
+    // A port nothing listens on: connecting fails, so even a payment may go elsewhere.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spool = std::env::temp_dir().join(format!("gg-e2e-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool);
+    let config: Config = serde_json::from_value(json!({
+        "port": 0, "workers": 2, "max_body_bytes": 1024, "access_log_dir": spool.to_str().unwrap(),
+        "access_log_fsync": false,
+    }))
+    .unwrap();
+    let mut engine = Engine::new(config).unwrap();
+    let address = engine.start().unwrap();
+
+    // Before any snapshot: 503 service.starting with Retry-After.
+    let starting = exchange(
+        address,
+        &signed("GET", "/api/v1/open", "", "", "nonce-starting-0001", &[]),
+    );
+    assert_eq!(starting.status, 503);
+    assert_eq!(starting.json()["code"], "service.starting");
+    assert_eq!(starting.header("retry-after"), Some("1"));
+
+    let version = engine
+        .shared
+        .load_snapshot(document(live, dead).to_string().as_bytes())
+        .unwrap();
+    assert_eq!(version, 7);
+    let at = now() as f64;
+    let level1 = token(&signing_key(), "k1", &claims(at, 1, &["3300000001"]));
+    let bearer = format!("Bearer {level1}");
+
+    // A signed call with a token: routed, scoped, dispatched, masked, traced.
+    let ok = exchange(
+        address,
+        &signed(
+            "GET",
+            "/api/v1/customers/3300000001",
+            "b=2&a=x+y",
+            "",
+            "nonce-ok-000000001",
+            &[
+                ("Authorization", &bearer),
+                ("X-GG-Account", "forged"),
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            ],
+        ),
+    );
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    assert_eq!(
+        ok.header("x-trace-id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    let seen = ok.json();
+    assert_eq!(seen["name"], "董**", "masked below level 2");
+    assert_eq!(seen["phone"], "13812345678", "no rule: untouched");
+    assert_eq!(
+        seen["query"], "a=x%2By&b=2",
+        "the canonical query is forwarded"
+    );
+    let headers = &seen["headers"];
+    assert_eq!(
+        headers["x-gg-account"], "acc-1",
+        "the caller's own X-GG-Account never passes"
+    );
+    assert_eq!(headers["x-gg-channel"], "app");
+    assert_eq!(headers["x-gg-level"], "1");
+    assert_eq!(headers["x-trace-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(headers["accept-encoding"], "identity");
+    assert!(headers.get("authorization").is_none());
+    assert!(
+        headers["x-gg-internal"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1;svc;")
+    );
+    assert!(
+        headers["traceparent"]
+            .as_str()
+            .unwrap()
+            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    );
+
+    // Replayed nonce; no signature; someone else's 户号; no token on a level-1 interface.
+    let replay = exchange(
+        address,
+        &signed(
+            "GET",
+            "/api/v1/customers/3300000001",
+            "b=2&a=x+y",
+            "",
+            "nonce-ok-000000001",
+            &[("Authorization", &bearer)],
+        ),
+    );
+    assert_eq!(replay.json()["code"], "channel.replayed");
+    let unsigned = exchange(
+        address,
+        b"GET /api/v1/customers/3300000001 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(unsigned.status, 401);
+    assert_eq!(
+        unsigned.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(unsigned.json()["code"], "channel.unknown");
+    // Said as it is: not signed at all, rather than an unknown channel.
+    let detail = unsigned.json()["detail"].as_str().unwrap_or("").to_owned();
+    assert!(detail.starts_with("the request is not signed"), "{detail}");
+    let other = exchange(
+        address,
+        &signed(
+            "GET",
+            "/api/v1/customers/3300000002",
+            "",
+            "",
+            "nonce-other-0000001",
+            &[("Authorization", &bearer)],
+        ),
+    );
+    assert_eq!(
+        (other.status, other.json()["code"].as_str()),
+        (403, Some("perm.not_bound"))
+    );
+    let anonymous = exchange(
+        address,
+        &signed(
+            "GET",
+            "/api/v1/customers/3300000001",
+            "",
+            "",
+            "nonce-anon-00000001",
+            &[],
+        ),
+    );
+    assert_eq!(anonymous.json()["code"], "auth.required");
+    assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
+    // A token issued before a binding: the refusal says to refresh it.
+    let level0 = token(&signing_key(), "k1", &claims(at, 0, &["3300000001"]));
+    let stale = exchange(
+        address,
+        &signed(
+            "GET",
+            "/api/v1/customers/3300000001",
+            "",
+            "",
+            "nonce-stale-0000001",
+            &[("Authorization", &format!("Bearer {level0}"))],
+        ),
+    );
+    assert_eq!(stale.json()["code"], "perm.level_required");
+    assert_eq!(stale.json()["required_level"], 1);
+    let detail = stale.json()["detail"].as_str().unwrap_or("").to_owned();
+    assert!(detail.contains("issued at level 0") && detail.contains("refresh the token"));
+
+    // Body scope: the 户号 in the JSON body; broken JSON is a 422.
+    let pay = exchange(
+        address,
+        &signed(
+            "POST",
+            "/api/v1/payments",
+            "",
+            r#"{"customer_no":3300000001}"#,
+            "nonce-pay-000000001",
+            &[("Authorization", &bearer)],
+        ),
+    );
+    assert_eq!(pay.status, 200, "{}", String::from_utf8_lossy(&pay.body));
+    let broken = exchange(
+        address,
+        &signed(
+            "POST",
+            "/api/v1/payments",
+            "",
+            "{",
+            "nonce-pay-000000002",
+            &[("Authorization", &bearer)],
+        ),
+    );
+    assert_eq!(
+        (broken.status, broken.json()["code"].as_str()),
+        (422, Some("request.invalid"))
+    );
+
+    // Rate limit: 2 per second, the third answers 429 with Retry-After.
+    let limited: Vec<Answer> = (0..3)
+        .map(|i| {
+            exchange(
+                address,
+                &signed(
+                    "GET",
+                    "/api/v1/limited",
+                    "",
+                    "",
+                    &format!("nonce-limit-00000{i}"),
+                    &[],
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        limited.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [200, 200, 429]
+    );
+    assert_eq!(limited[2].json()["code"], "flow.rate_limited");
+    assert_eq!(limited[2].header("retry-after"), Some("1"));
+
+    // Unsigned on an open interface; 404 and 405.
+    assert_eq!(
+        exchange(
+            address,
+            b"GET /api/v1/open HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+        )
+        .status,
+        200
+    );
+    let missing = exchange(
+        address,
+        b"GET /api/v1/nothing HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (missing.status, missing.json()["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let wrong = exchange(
+        address,
+        b"DELETE /api/v1/open HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (wrong.status, wrong.json()["code"].as_str()),
+        (405, Some("request.method_not_allowed"))
+    );
+
+    // An idempotent 5xx is retried once, then passed through.
+    let before = calls.load(Ordering::SeqCst);
+    let failed = exchange(
+        address,
+        &signed("GET", "/api/v1/x/fail", "", "", "nonce-fail-0000001", &[]),
+    );
+    assert_eq!(failed.status, 500);
+    assert_eq!(
+        calls.load(Ordering::SeqCst) - before,
+        1,
+        "the dead instance took the other attempt"
+    );
+
+    // Limits: body over max_body_bytes → 413; a head over 16 KiB → 431 (the gate's answer).
+    let large = "x".repeat(2048);
+    let too_large = exchange(
+        address,
+        &signed(
+            "POST",
+            "/api/v1/payments",
+            "",
+            &large,
+            "nonce-large-000001",
+            &[("Authorization", &bearer)],
+        ),
+    );
+    assert_eq!(
+        (too_large.status, too_large.json()["code"].as_str()),
+        (413, Some("request.too_large"))
+    );
+    let huge = format!(
+        "GET /api/v1/open HTTP/1.1\r\nHost: gw\r\nX-Big: {}\r\n\r\n",
+        "y".repeat(20_000)
+    );
+    assert_eq!(exchange(address, huge.as_bytes()).status, 431);
+    let many: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    assert_eq!(
+        exchange(
+            address,
+            format!("GET /api/v1/open HTTP/1.1\r\nHost: gw\r\n{many}\r\n").as_bytes()
+        )
+        .status,
+        431
+    );
+    let bad_length = exchange(address, b"POST /api/v1/open HTTP/1.1\r\nHost: gw\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab");
+    assert_eq!(bad_length.status, 400);
+
+    // Probes and metrics.
+    let health = exchange(
+        address,
+        b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(health.json()["status"], "ok");
+    let metrics = String::from_utf8(
+        exchange(
+            address,
+            b"GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+        )
+        .body,
+    )
+    .unwrap();
+    assert!(metrics.contains("gridgate_gateway_requests_total{channel=\"app\",interface=\"t.customer\",status=\"2xx\"} 1.0"), "{metrics}");
+    assert!(metrics.contains(
+        "gridgate_gateway_requests_total{channel=\"none\",interface=\"unmatched\",status=\"4xx\"}"
+    ));
+
+    // Revocation takes effect at once, for a token already in the cache.
+    engine.shared.tokens.revoke("s1", at + 900.0);
+    let revoked = exchange(
+        address,
+        &signed(
+            "GET",
+            "/api/v1/customers/3300000001",
+            "",
+            "",
+            "nonce-revoked-00001",
+            &[("Authorization", &bearer)],
+        ),
+    );
+    assert_eq!(revoked.json()["detail"], "session revoked");
+
+    engine.stop(Duration::from_secs(1));
+    drop(engine); // the access-log writer flushes
+    let records: Vec<Value> = std::fs::read_to_string(spool.join("00000000000000000000.seg"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = records
+        .iter()
+        .find(|r| r["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736")
+        .unwrap();
+    assert_eq!(first["interface"], "t.customer");
+    assert_eq!(first["account"], "acc-1");
+    assert_eq!(first["upstream"], "live");
+    assert_eq!(first["status"], 200);
+    let keys: Vec<&String> = first.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "trace_id",
+            "time",
+            "channel",
+            "interface",
+            "account",
+            "client_ip",
+            "method",
+            "status",
+            "code",
+            "latency_ms",
+            "queue_wait_ms",
+            "upstream",
+            "bytes_in",
+            "bytes_out"
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+}

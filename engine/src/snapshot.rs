@@ -1,0 +1,411 @@
+//! The engine's whole view of policy: one typed, versioned snapshot, compiled once per push.
+//!
+//! Python (gridgate/gateway/engine.py) compiles the catalog, permissions, field rules,
+//! registry instances, JWKS and revocations into one JSON document; [`Snapshot::compile`]
+//! turns it into look-up tables. The server swaps a whole snapshot in (arc-swap), so a request
+//! sees one snapshot from its first stage to its last.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use ed25519_dalek::VerifyingKey;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::dispatch::Balance;
+use crate::fields::{FieldFilter, FieldRule};
+use crate::route::Router;
+use crate::user_auth::keys_from_jwks;
+
+/// A channel as the document carries it.
+#[derive(Deserialize, Debug, Clone)]
+pub struct ChannelDoc {
+    pub code: String,
+    pub secret: String,
+    pub enabled: bool,
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    #[serde(default)]
+    pub rate_limit_per_s: Option<u32>,
+}
+
+/// An interface as the document carries it (snapshot.py ``InterfaceView``).
+#[derive(Deserialize, Debug, Clone)]
+pub struct InterfaceDoc {
+    pub code: String,
+    pub method: String,
+    pub path: String,
+    pub enabled: bool,
+    pub requires_client_auth: bool,
+    pub min_level: u8,
+    pub idempotent: bool,
+    pub timeout_ms: u64,
+    pub target_service: String,
+    pub balancer: String,
+    #[serde(default)]
+    pub rate_limit_per_s: Option<u32>,
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    #[serde(default)]
+    pub max_queue: u32,
+    #[serde(default)]
+    pub max_wait_ms: u64,
+    #[serde(default)]
+    pub channels: Vec<String>,
+    #[serde(default)]
+    pub customer_scope: Option<String>,
+    #[serde(default)]
+    pub client_rate_limit_per_s: Option<u32>,
+    #[serde(default)]
+    pub account_rate_limit_per_s: Option<u32>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct PermissionDoc {
+    pub channel: String,
+    pub interface: String,
+    pub min_level: u8,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct FieldRuleDoc {
+    pub interface: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    pub path: String,
+    pub action: String,
+    pub below_level: u8,
+}
+
+/// A registry instance (registry/client.py ``InstanceInfo``).
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub instance_id: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default = "full_weight")]
+    pub weight: u32,
+    #[serde(default = "healthy")]
+    pub healthy: bool,
+}
+
+fn full_weight() -> u32 {
+    100
+}
+
+fn healthy() -> bool {
+    true
+}
+
+/// Field rules already compiled by Python, per level (see [`FieldFilter::from_plans`]).
+#[derive(Deserialize, Debug, Clone)]
+pub struct FilterDoc {
+    pub interface: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    pub plans: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct RevokedDoc {
+    pub sid: String,
+    pub until: f64,
+}
+
+/// The document Python pushes.
+#[derive(Deserialize, Debug, Default)]
+pub struct Document {
+    pub version: u64,
+    pub revision: i64,
+    #[serde(default)]
+    pub channels: Vec<ChannelDoc>,
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceDoc>,
+    #[serde(default)]
+    pub permissions: Vec<PermissionDoc>,
+    /// Rules as stored (compiled here) …
+    #[serde(default)]
+    pub field_rules: Vec<FieldRuleDoc>,
+    /// … or as Python compiled them (these win for the same interface and channel).
+    #[serde(default)]
+    pub filters: Vec<FilterDoc>,
+    #[serde(default)]
+    pub instances: HashMap<String, Vec<Instance>>,
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(default)]
+    pub revoked: Vec<RevokedDoc>,
+    /// Per target service: the ``X-GG-Internal`` key, hex (internal_auth.py ``InternalKeys``).
+    #[serde(default)]
+    pub internal_keys: HashMap<String, String>,
+}
+
+/// What the request path needs of a channel.
+#[derive(Debug)]
+pub struct Channel {
+    pub code: String,
+    pub secret: Vec<u8>,
+    pub enabled: bool,
+    pub networks: Vec<IpNet>,
+    pub rate_limit_per_s: Option<u32>,
+}
+
+impl Channel {
+    /// Whether ``address`` lies in an allowed network (no networks: any address).
+    pub fn allows(&self, address: &str) -> bool {
+        if self.networks.is_empty() {
+            return true;
+        }
+        match address.parse::<std::net::IpAddr>() {
+            Ok(ip) => self.networks.iter().any(|net| net.contains(&ip)),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Where an interface finds the 户号 a request names (its ``customer_scope``).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Path(String),
+    Body(String),
+}
+
+/// What the request path needs of an interface.
+#[derive(Debug)]
+pub struct Interface {
+    pub code: String,
+    pub method: String,
+    pub enabled: bool,
+    pub requires_client_auth: bool,
+    pub min_level: u8,
+    pub idempotent: bool,
+    pub timeout_ms: u64,
+    pub target_service: String,
+    pub balance: Balance,
+    pub rate_limit_per_s: Option<u32>,
+    pub max_concurrency: Option<u32>,
+    pub max_queue: u32,
+    pub max_wait_ms: u64,
+    pub channels: HashSet<String>,
+    pub scope: Option<Scope>,
+    pub client_rate_limit_per_s: Option<u32>,
+    pub account_rate_limit_per_s: Option<u32>,
+}
+
+/// One consistent compiled policy.
+pub struct Snapshot {
+    pub version: u64,
+    pub revision: i64,
+    pub router: Router,
+    pub interfaces: Vec<Interface>,
+    pub channels: HashMap<String, Channel>,
+    pub perm_levels: HashMap<(String, String), u8>,
+    pub permissioned: HashSet<String>,
+    pub filters: HashMap<(String, Option<String>), Arc<FieldFilter>>,
+    /// Per service: the healthy instances in address order, all of them when none is.
+    pub instances: HashMap<String, Arc<Vec<Instance>>>,
+    pub keys: HashMap<String, VerifyingKey>,
+    pub revoked: HashMap<String, f64>,
+    pub internal_keys: HashMap<String, Vec<u8>>,
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Snapshot {
+    /// An empty snapshot: every request answers 503 ``service.starting`` until one is loaded.
+    pub fn empty() -> Self {
+        Self::compile(Document {
+            revision: -1,
+            ..Default::default()
+        })
+        .expect("empty compiles")
+    }
+
+    /// Parse and compile a JSON document.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let document: Document =
+            serde_json::from_slice(bytes).map_err(|e| format!("snapshot document: {e}"))?;
+        Self::compile(document)
+    }
+
+    /// Build the router and look-up tables.
+    pub fn compile(document: Document) -> Result<Self, String> {
+        let mut router = Router::default();
+        let mut interfaces = Vec::with_capacity(document.interfaces.len());
+        for (index, doc) in document.interfaces.into_iter().enumerate() {
+            router.insert(&doc.method, &doc.path, index);
+            let scope = match doc.customer_scope.as_deref() {
+                None => None,
+                Some(text) => match text.split_once(':') {
+                    Some(("path", name)) => Some(Scope::Path(name.to_owned())),
+                    Some((_, name)) => Some(Scope::Body(name.to_owned())),
+                    None => Some(Scope::Body(String::new())),
+                },
+            };
+            interfaces.push(Interface {
+                balance: Balance::parse(&doc.balancer)
+                    .ok_or_else(|| format!("interface {}: unknown balancer", doc.code))?,
+                code: doc.code,
+                method: doc.method,
+                enabled: doc.enabled,
+                requires_client_auth: doc.requires_client_auth,
+                min_level: doc.min_level,
+                idempotent: doc.idempotent,
+                timeout_ms: doc.timeout_ms,
+                target_service: doc.target_service,
+                rate_limit_per_s: doc.rate_limit_per_s,
+                max_concurrency: doc.max_concurrency,
+                max_queue: doc.max_queue,
+                max_wait_ms: doc.max_wait_ms,
+                channels: doc.channels.into_iter().collect(),
+                scope,
+                client_rate_limit_per_s: doc.client_rate_limit_per_s,
+                account_rate_limit_per_s: doc.account_rate_limit_per_s,
+            });
+        }
+        let mut channels = HashMap::new();
+        for doc in document.channels {
+            let networks = doc
+                .allowed_ips
+                .iter()
+                .map(|text| {
+                    text.parse::<IpNet>()
+                        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                        .map_err(|_| format!("channel {}: bad network {text:?}", doc.code))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            channels.insert(
+                doc.code.clone(),
+                Channel {
+                    secret: doc.secret.into_bytes(),
+                    code: doc.code,
+                    enabled: doc.enabled,
+                    networks,
+                    rate_limit_per_s: doc.rate_limit_per_s,
+                },
+            );
+        }
+        let perm_levels: HashMap<(String, String), u8> = document
+            .permissions
+            .into_iter()
+            .map(|p| ((p.channel, p.interface), p.min_level))
+            .collect();
+        let permissioned = perm_levels
+            .keys()
+            .map(|(_, interface)| interface.clone())
+            .collect();
+        // The rules for every channel come first, then a channel's own (snapshot.py).
+        let mut general: HashMap<String, Vec<FieldRule>> = HashMap::new();
+        let mut specific: HashMap<(String, String), Vec<FieldRule>> = HashMap::new();
+        for doc in document.field_rules {
+            let rule = FieldRule {
+                path: doc.path,
+                action: doc.action,
+                below_level: doc.below_level,
+            };
+            match doc.channel {
+                None => general.entry(doc.interface).or_default().push(rule),
+                Some(channel) => specific
+                    .entry((doc.interface, channel))
+                    .or_default()
+                    .push(rule),
+            }
+        }
+        let mut filters = HashMap::new();
+        for ((interface, channel), rules) in specific {
+            let mut all = general.get(&interface).cloned().unwrap_or_default();
+            all.extend(rules);
+            filters.insert(
+                (interface, Some(channel)),
+                Arc::new(FieldFilter::compile(&all)?),
+            );
+        }
+        for (interface, rules) in general {
+            filters.insert((interface, None), Arc::new(FieldFilter::compile(&rules)?));
+        }
+        for doc in document.filters {
+            let filter = FieldFilter::from_plans(&doc.plans)
+                .map_err(|e| format!("field rules of {}: {e}", doc.interface))?;
+            filters.insert((doc.interface, doc.channel), Arc::new(filter));
+        }
+        let instances = document
+            .instances
+            .into_iter()
+            .map(|(service, mut every)| {
+                every.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+                let healthy: Vec<Instance> = every.iter().filter(|i| i.healthy).cloned().collect();
+                (
+                    service,
+                    Arc::new(if healthy.is_empty() { every } else { healthy }),
+                )
+            })
+            .collect();
+        let keys = match &document.jwks {
+            Some(jwks) => keys_from_jwks(jwks),
+            None => HashMap::new(),
+        };
+        let internal_keys = document
+            .internal_keys
+            .into_iter()
+            .map(|(service, hex)| {
+                hex_decode(&hex)
+                    .map(|key| (service.clone(), key))
+                    .ok_or_else(|| format!("internal key of {service}: not hex"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            version: document.version,
+            revision: document.revision,
+            router,
+            interfaces,
+            channels,
+            perm_levels,
+            permissioned,
+            filters,
+            instances,
+            keys,
+            revoked: document
+                .revoked
+                .into_iter()
+                .map(|r| (r.sid, r.until))
+                .collect(),
+            internal_keys,
+        })
+    }
+
+    /// The field rules for a caller of ``interface`` on ``channel``, if any.
+    pub fn field_filter(
+        &self,
+        interface: &str,
+        channel: Option<&str>,
+    ) -> Option<&Arc<FieldFilter>> {
+        if let Some(channel) = channel
+            && let Some(found) = self
+                .filters
+                .get(&(interface.to_owned(), Some(channel.to_owned())))
+        {
+            return Some(found);
+        }
+        self.filters.get(&(interface.to_owned(), None))
+    }
+
+    /// The level a caller on ``channel`` needs for ``interface``; None when the channel may not.
+    pub fn required_level(&self, channel: &str, interface: &Interface) -> Option<u8> {
+        let mut required = interface.min_level;
+        if self.permissioned.contains(&interface.code) {
+            let granted = self
+                .perm_levels
+                .get(&(channel.to_owned(), interface.code.clone()))?;
+            required = required.max(*granted);
+        }
+        Some(required)
+    }
+}
