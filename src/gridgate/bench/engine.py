@@ -32,17 +32,15 @@ from jwt.algorithms import OKPAlgorithm
 
 from gridgate.bench.engine_host import CHANNEL, PATH_PREFIX
 from gridgate.bench.gateway import (
-    _nginx,
     _nginx_binary,
-    _render,
     _script,
     _workspace,
     _wrk,
     _WrkRun,
     backend_body,
+    start_nginx_pair,
 )
 from gridgate.bench.registry import (
-    LOAD_CORE,
     NODE_CORE,
     BenchReport,
     Row,
@@ -172,21 +170,7 @@ def run_engine_bench(
         if not procs.pin:
             report.machine["note"] = "not pinned (taskset missing or fewer than 2 cores)"
         body = backend_body()
-        backend_port, direct_port, proxy_port = _free_port(), _free_port(), _free_port()
-        say(f"backend nginx on port {backend_port}, core {LOAD_CORE}")
-        conf = _render(work, "backend.conf", "backend", port=backend_port, body=body)
-        _nginx(procs, LOAD_CORE, conf, work, "backend")
-        say(f"front nginx on port {proxy_port} (proxy), core {NODE_CORE}")
-        conf = _render(
-            work,
-            "front.conf",
-            "front",
-            backend_port=backend_port,
-            direct_port=direct_port,
-            proxy_port=proxy_port,
-            body=body,
-        )
-        front_pid = _nginx(procs, NODE_CORE, conf, work, "front")
+        backend_port, _, proxy_port, front_pid = start_nginx_pair(procs, work, body, say)
         proxy_url = f"http://127.0.0.1:{proxy_port}{PATH_PREFIX}{_customer(1)}"
         _wait_until(lambda: httpx.get(proxy_url).content == body.encode(), "front nginx")
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from string import Template
+from typing import NamedTuple
 
 import httpx
 import jwt
@@ -374,6 +375,37 @@ def _nginx_binary() -> str | None:
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 
 
+class NginxPair(NamedTuple):
+    """The backend nginx (the upstream) and the front nginx (direct answers and proxy_pass)."""
+
+    backend_port: int
+    direct_port: int
+    proxy_port: int
+    front_pid: int
+
+
+def start_nginx_pair(
+    procs: _Processes, work: Path, body: str, say: Callable[[str], None]
+) -> NginxPair:
+    """The backend on the load core and the front (the reference) on the measured core."""
+    backend_port, direct_port, proxy_port = _free_port(), _free_port(), _free_port()
+    say(f"backend nginx on port {backend_port}, core {LOAD_CORE}")
+    conf = _render(work, "backend.conf", "backend", port=backend_port, body=body)
+    _nginx(procs, LOAD_CORE, conf, work, "backend")
+    say(f"front nginx on ports {direct_port} (direct), {proxy_port} (proxy), core {NODE_CORE}")
+    conf = _render(
+        work,
+        "front.conf",
+        "front",
+        backend_port=backend_port,
+        direct_port=direct_port,
+        proxy_port=proxy_port,
+        body=body,
+    )
+    front_pid = _nginx(procs, NODE_CORE, conf, work, "front")
+    return NginxPair(backend_port, direct_port, proxy_port, front_pid)
+
+
 def _nginx(procs: _Processes, core: int, conf: Path, work: Path, name: str) -> int:
     argv = [
         _nginx_binary() or "nginx",
@@ -397,7 +429,6 @@ def _start(
     from gridgate.settings import Settings  # noqa: PLC0415
 
     body = backend_body()
-    backend_port, direct_port, proxy_port = _free_port(), _free_port(), _free_port()
     registry_port, gateway_port = _free_port(), _free_port()
     defaults = Settings()
     token, jwks = _token_and_jwks(
@@ -406,20 +437,7 @@ def _start(
     (work / "jwks.json").write_text(json.dumps(jwks))
     (work / "jwks.json").chmod(0o644)
 
-    say(f"backend nginx on port {backend_port}, core {LOAD_CORE}")
-    conf = _render(work, "backend.conf", "backend", port=backend_port, body=body)
-    _nginx(procs, LOAD_CORE, conf, work, "backend")
-    say(f"front nginx on ports {direct_port} (direct), {proxy_port} (proxy), core {NODE_CORE}")
-    conf = _render(
-        work,
-        "front.conf",
-        "front",
-        backend_port=backend_port,
-        direct_port=direct_port,
-        proxy_port=proxy_port,
-        body=body,
-    )
-    front_pid = _nginx(procs, NODE_CORE, conf, work, "front")
+    backend_port, direct_port, proxy_port, front_pid = start_nginx_pair(procs, work, body, say)
     backend = f"http://127.0.0.1:{backend_port}"
     _wait_until(lambda: httpx.get(f"{backend}/jwks.json").status_code == 200, "backend nginx")
     _wait_until(

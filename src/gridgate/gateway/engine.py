@@ -25,6 +25,7 @@ from gridgate.gateway.snapshot import ChannelView, InterfaceView, Snapshot
 from gridgate.internal_auth import InternalKeys
 from gridgate.permissions.fields import FieldFilter
 from gridgate.pii import MASKS
+from gridgate.registry.balancers import Endpoint
 from gridgate.settings import Settings
 
 __all__ = [
@@ -63,17 +64,9 @@ def engine_available() -> bool:
     return True
 
 
-class InstanceLike(Protocol):
+class InstanceLike(Endpoint, Protocol):
     """A registry instance as the engine needs it (``registry.client.InstanceInfo`` fits)."""
 
-    @property
-    def instance_id(self) -> str: ...
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def weight(self) -> int: ...
     @property
     def healthy(self) -> bool: ...
 
