@@ -49,6 +49,7 @@ __all__ = [
     "RequestTimeout",
     "RequestTooLarge",
     "ServiceNotOwned",
+    "ServiceUnavailable",
     "TooManyFailures",
     "UpstreamBadResponse",
     "UpstreamTimeout",
@@ -346,6 +347,17 @@ class NotReady(_RetryLater):
     code = "service.starting"
     status = 503
     title = "Starting"
+
+
+class ServiceUnavailable(_RetryLater):
+    """A store the gateway needs for every signed request (Redis) cannot be reached."""
+
+    code = "service.unavailable"
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(detail, retry_after=retry_after)
 
 
 class UpstreamUnavailable(GridgateError):

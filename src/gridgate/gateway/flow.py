@@ -23,10 +23,12 @@ from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 from redis.asyncio import ConnectionPool
 
 from gridgate.errors import Overloaded, RateLimited
+from gridgate.gateway.shared_store import UNREACHABLE, unavailable
 
 __all__ = ["ConcurrencyGate", "Gates", "Held", "RateLimiter", "limits_uri"]
 
@@ -315,7 +317,11 @@ class _LocalWindows:
 
 
 class _SharedWindows:
-    """The same call over ``limits``' moving window in Redis (its Lua script)."""
+    """The same call over ``limits``' moving window in Redis (its Lua script).
+
+    The storage wraps Redis errors in ``limits``' ``StorageError``; an unreachable Redis
+    becomes :class:`~gridgate.errors.ServiceUnavailable`, any other error stays a bug.
+    """
 
     def __init__(self, limiter: MovingWindowRateLimiter) -> None:
         self._limiter = limiter
@@ -323,9 +329,15 @@ class _SharedWindows:
     async def hit(self, key: str, amount: int, window_s: int) -> float | None:
         """Count one hit; ``None`` when it fits, else the seconds until one would."""
         item = RateLimitItemPerSecond(amount, window_s)
-        if await self._limiter.hit(item, key):
-            return None
-        stats = await self._limiter.get_window_stats(item, key)
+        try:
+            if await self._limiter.hit(item, key):
+                return None
+            stats = await self._limiter.get_window_stats(item, key)
+        except StorageError as exc:
+            cause = exc.storage_error
+            if isinstance(cause, UNREACHABLE):
+                raise unavailable("rate_limits", cause) from exc
+            raise
         return stats.reset_time - time.time()
 
 
@@ -338,8 +350,9 @@ class RateLimiter:
     timestamp per hit in the window (up to ``limit`` per key, at most what the node actually
     serves in a window). Through Redis the ``limits`` library keeps the windows (its moving
     window in Lua); in process a :class:`_LocalWindows` does, to the same contract. On Redis
-    the timestamps come from each gateway node's clock, so keep them in sync. Storage errors
-    (Redis down) propagate; the caller decides whether to fail open.
+    the timestamps come from each gateway node's clock, so keep them in sync. A Redis that
+    cannot be reached raises :class:`~gridgate.errors.ServiceUnavailable` (fail closed: no
+    request passes a window that was not counted).
     """
 
     def __init__(self, storage_uri: str = "memory://", *, key_prefix: str = "gg:rate") -> None:
@@ -350,7 +363,11 @@ class RateLimiter:
             self._windows = _LocalWindows()
             return
         # redis-py (with hiredis) is a dependency already; limits would default to coredis.
-        options: dict[str, Any] = {"implementation": "redispy", "key_prefix": key_prefix}
+        options: dict[str, Any] = {
+            "implementation": "redispy",
+            "key_prefix": key_prefix,
+            "wrap_exceptions": True,
+        }
         scheme = uri.partition("://")[0]
         if scheme in {"async+redis", "async+rediss", "async+redis+unix"}:
             # Our own pool, so that close() can release its connections.

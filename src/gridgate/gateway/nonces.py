@@ -7,7 +7,9 @@ remembered until ``timestamp + WINDOW_S`` (up to twice the window from now), not
 
 A store never forgets an unexpired nonce to make room: a full store refuses new ones with
 :class:`~gridgate.errors.Overloaded` (503 ``flow.overloaded``), since a forgotten nonce could
-be replayed.
+be replayed. A Redis that cannot be reached answers
+:class:`~gridgate.errors.ServiceUnavailable` (503 ``service.unavailable``): an unchecked
+nonce is never accepted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from gridgate.errors import Overloaded
+from gridgate.gateway.shared_store import UNREACHABLE, unavailable
 
 __all__ = ["MemoryNonceStore", "NonceStore", "RedisNonceStore"]
 
@@ -39,7 +42,8 @@ class NonceStore(Protocol):
 
     async def first_use(self, channel: str, nonce: str, ttl_s: float) -> bool:
         """True the first time ``nonce`` is seen for ``channel`` within ``ttl_s``, else False;
-        :class:`~gridgate.errors.Overloaded` when it cannot remember one more."""
+        :class:`~gridgate.errors.Overloaded` when it cannot remember one more,
+        :class:`~gridgate.errors.ServiceUnavailable` when its shared store is down."""
         ...
 
     async def close(self) -> None:
@@ -150,7 +154,12 @@ class RedisNonceStore:
         _check_ttl(ttl_s)
         # Rounding up keeps a nonce at least as long as asked; a moment longer is harmless.
         seconds = max(1, math.ceil(ttl_s))
-        created = await self._redis.set(f"{self._prefix}{channel}:{nonce}", 1, nx=True, ex=seconds)
+        try:
+            created = await self._redis.set(
+                f"{self._prefix}{channel}:{nonce}", 1, nx=True, ex=seconds
+            )
+        except UNREACHABLE as exc:
+            raise unavailable("nonces", exc) from exc
         return bool(created)
 
     async def close(self) -> None:
