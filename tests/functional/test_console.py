@@ -49,6 +49,9 @@ def test_up_shows_the_banner_then_only_what_needs_attention(tmp_path: Path) -> N
     assert not [line for line in lines if any(routine in line for routine in ROUTINE)]
     assert "is up:" in stdout and "credentials in" in stdout
     assert "traffic line a minute" in stdout  # the banner says what will follow
+    # It counts what the README's listener table counts: the accounts listener is not a demo.
+    demo = "demo 10 instances of billing, consultation, marketing, notices, payment"
+    assert demo in " ".join(stdout.split())
     assert not [line for line in lines if line.startswith("{")]  # for people, not collectors
     assert len(lines) < 12, lines  # start-up events and warnings only
 

@@ -101,8 +101,9 @@ async def _up(settings: Settings, ports: dict[str, int]) -> None:
                 if lst.name == "accounts"
             ]
             background.append(registrations(running, [urls["registry"]], passwords))
-            systems = sorted({lst.name for lst in running})
-            out.print(f"  demo      {len(running)} instances of {', '.join(systems)}")
+            # The demo systems only: the accounts listener has its own line above.
+            shown = [lst.name.removeprefix("demo-") for lst in running if lst in demo]
+            out.print(f"  demo      {len(shown)} instances of {', '.join(sorted(set(shown)))}")
             demo_file = write_demo_file(settings.data_dir, urls, seeded)
             note = "demo data seeded" if seeded else "existing data kept"
             out.print(f"  {note}; credentials in [bold]{demo_file.resolve()}[/] (mode 0600)")
