@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import gridgate
-from gridgate.bench import engine as engine_bench
+from gridgate.bench import gateway as gateway_bench
 from gridgate.bench.engine import bench_token, start_engine_host
 from gridgate.bench.engine_host import CHANNEL, PATH_PREFIX
 from gridgate.bench.gateway import backend_body
@@ -97,7 +97,7 @@ def test_the_command_refuses_without_the_engine(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_command_refuses_without_nginx(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_bench, "_nginx_binary", lambda: None)
+    monkeypatch.setattr(gateway_bench, "_nginx_binary", lambda: None)
     result = CliRunner().invoke(bench_app, ["engine", "--duration", "1"])
     assert result.exit_code == 1
     assert "error: nginx or wrk not found" in result.output

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -32,23 +31,21 @@ from jwt.algorithms import OKPAlgorithm
 
 from gridgate.bench.engine_host import CHANNEL, PATH_PREFIX
 from gridgate.bench.gateway import (
-    _nginx_binary,
     _script,
     _workspace,
     _wrk,
     _WrkRun,
     backend_body,
+    nginx_bench_report,
     start_nginx_pair,
 )
 from gridgate.bench.registry import (
     NODE_CORE,
     BenchReport,
     Row,
-    _first_line,
     _free_port,
     _Processes,
     _wait_until,
-    machine_info,
 )
 from gridgate.gateway.signing import sign, signed_headers
 from gridgate.pii import mask_name
@@ -160,12 +157,8 @@ def run_engine_bench(
         raise RuntimeError(
             "gridgate._engine is missing: reinstall gridgate (`make install` builds the engine)"
         )
-    if shutil.which("wrk") is None or _nginx_binary() is None:
-        raise RuntimeError("nginx or wrk not found: `make bench-servers` installs them")
+    report = nginx_bench_report(command)
     say = progress or (lambda _message: None)
-    report = BenchReport(command, machine_info())
-    report.machine.pop("Redis", None)
-    report.machine["nginx"] = _first_line([_nginx_binary() or "nginx", "-v"])
     with _workspace() as (work, procs, _):
         if not procs.pin:
             report.machine["note"] = "not pinned (taskset missing or fewer than 2 cores)"

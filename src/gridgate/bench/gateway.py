@@ -375,6 +375,16 @@ def _nginx_binary() -> str | None:
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 
 
+def nginx_bench_report(command: str) -> BenchReport:
+    """An empty report of a bench against nginx, with the machine; refused without the tools."""
+    if shutil.which("wrk") is None or _nginx_binary() is None:
+        raise RuntimeError("nginx or wrk not found: `make bench-servers` installs them")
+    report = BenchReport(command, machine_info())
+    report.machine.pop("Redis", None)
+    report.machine["nginx"] = _first_line([_nginx_binary() or "nginx", "-v"])
+    return report
+
+
 class NginxPair(NamedTuple):
     """The backend nginx (the upstream) and the front nginx (direct answers and proxy_pass)."""
 
@@ -574,12 +584,8 @@ def run_gateway_bench(
     ``profile`` adds a py-spy recording of the gateway under full load (after the measured
     runs), written there as collapsed stacks.
     """
-    if shutil.which("wrk") is None or _nginx_binary() is None:
-        raise RuntimeError("nginx or wrk not found: `make bench-servers` installs them")
+    report = nginx_bench_report(command)
     say = progress or (lambda _message: None)
-    report = BenchReport(command, machine_info())
-    report.machine.pop("Redis", None)
-    report.machine["nginx"] = _first_line([_nginx_binary() or "nginx", "-v"])
     with _workspace() as (work, procs, first):
         if not procs.pin:
             report.machine["note"] = "not pinned (taskset missing or fewer than 2 cores)"
