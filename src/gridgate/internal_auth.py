@@ -127,8 +127,19 @@ def header_value(
 ) -> str:
     """The ``X-GG-Internal`` value of a call to ``service`` (now, unless ``timestamp``)."""
     when = int(time.time()) if timestamp is None else timestamp
-    message = string_to_sign(service, when, method, target, headers)
-    return f"{VERSION};{service};{when};{hmac.digest(key, message, 'sha256').hex()}"
+    return f"{VERSION};{service};{when};{_signature(key, service, when, method, target, headers)}"
+
+
+def _signature(
+    key: bytes,
+    service: str,
+    timestamp: int,
+    method: str,
+    target: str,
+    headers: Iterable[tuple[str, str]],
+) -> str:
+    message = string_to_sign(service, timestamp, method, target, headers)
+    return hmac.digest(key, message, "sha256").hex()
 
 
 def internal_headers(
@@ -198,10 +209,11 @@ class InternalVerifier:
             raise InternalSignatureInvalid("the call was signed for another service")
         if not _TIMESTAMP.fullmatch(timestamp) or not _SIGNATURE.fullmatch(signature):
             raise InternalSignatureInvalid("X-GG-Internal is malformed")
-        if abs(self.clock() - int(timestamp)) > self.max_skew_s:
+        when = int(timestamp)
+        if abs(self.clock() - when) > self.max_skew_s:
             raise InternalSignatureInvalid("the internal signature has expired")
-        expected = header_value(key, service, method, target, headers, timestamp=int(timestamp))
-        if not hmac.compare_digest(expected.rsplit(";", 1)[1], signature):
+        expected = _signature(key, service, when, method, target, headers)
+        if not hmac.compare_digest(expected, signature):
             raise InternalSignatureInvalid("the internal signature does not match")
         return service
 
@@ -237,15 +249,16 @@ class InternalAuthMiddleware:
             service = self.verifier.verify(scope["method"], _target(scope), headers)
         except InternalSignatureInvalid as error:
             client = scope.get("client")
+            trace_id = trace_id_of(scope)
             # Someone inside the network called a service directly: worth a look.
             _log.warning(
                 "internal_signature_refused",
                 reason=error.detail,
                 path=scope["path"],
                 client_ip=client[0] if client else None,
-                trace_id=trace_id_of(scope),
+                trace_id=trace_id,
             )
-            await problem_response(error, trace_id_of(scope))(scope, receive, send)
+            await problem_response(error, trace_id)(scope, receive, send)
             return
         scope.setdefault("state", {})["internal_service"] = service
         await self.app(scope, receive, send)

@@ -202,3 +202,14 @@ def test_help_texts_show_no_markup() -> None:
         assert "Usage:" in result.stdout
         shown = [line for line in result.stdout.splitlines() if "`" in line]
         assert shown == [], (path, shown)
+
+
+def test_serve_help_names_every_role() -> None:
+    # The help spells the roles out (main.py imports no role list, to stay light): kept whole.
+    from gridgate.cli.serving import ROLE_NAMES  # noqa: PLC0415
+
+    result = _gridgate("serve", "--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    words = set(result.stdout.replace("│", " ").replace(",", " ").replace("(", " ").split())
+    words |= {word.rstrip(").") for word in words}
+    assert [role for role in ROLE_NAMES if role not in words] == []

@@ -85,6 +85,22 @@ def test_an_unreadable_config_file_is_one_error_line(tmp_path: Path) -> None:
     assert "cannot read configuration file" in _one_error_line(result, 2)
 
 
+def test_a_config_path_through_a_file_is_one_error_line(tmp_path: Path) -> None:
+    # Unreadable for root too (the test above is skipped as root): its parent is no directory.
+    parent = tmp_path / "a-file"
+    parent.write_text("")
+    result = _gridgate("migrate", "--config", str(parent / "x.toml"), "--data-dir", str(tmp_path))
+    assert "cannot read configuration file" in _one_error_line(result, 2)
+
+
+def test_a_config_fifo_is_one_error_line(tmp_path: Path) -> None:
+    # Read, it would block for ever.
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    result = _gridgate("migrate", "--config", str(fifo), "--data-dir", str(tmp_path))
+    assert "is not a regular file" in _one_error_line(result, 2)
+
+
 @pytest.mark.parametrize(
     "command",
     [

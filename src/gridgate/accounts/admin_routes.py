@@ -15,7 +15,6 @@ from gridgate.accounts.realname import ApplicationView, RealnameService
 from gridgate.errors import GridgateError, NotFound
 from gridgate.pii import mask_address, mask_name, mask_phone
 from gridgate.schemas import Rfc3339Time, StrictModel, utc_text
-from gridgate.storage.search import contains_text
 from gridgate.web.deps import ADMIN_PREFIX, Admin, PageParams, require
 
 __all__ = ["router"]
@@ -68,7 +67,7 @@ async def search_accounts(
     if region:
         # Regions are paths (浙江省/杭州市/西湖区): a prefix or any level matches, and what
         # the operator typed matches as typed (a ``%`` or ``_`` is no wildcard).
-        binding_filters.append(contains_text(Binding.supply_region, region))
+        binding_filters.append(Binding.supply_region.contains(region, autoescape=True))
     if meter_book:
         binding_filters.append(Binding.meter_book == meter_book)
     if bound_from:

@@ -275,7 +275,7 @@ class AccountService:
 
     async def start_session(self, account: Account, channel: str) -> TokenPair:
         """A new session (and token family) for a signed-in account."""
-        await self.session.flush()  # the account's pending changes first (failed_logins …)
+        await self.session.flush()  # the account's pending changes first (a rehash …)
         conn = await self.session.connection()
         bound = await conn.scalars(_BOUND, {"account_id": account.id})
         return await self._issue(

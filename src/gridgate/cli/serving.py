@@ -117,8 +117,7 @@ async def _up(settings: Settings, ports: dict[str, int]) -> None:
 
 
 def serve_role(settings: Settings, role: str, port: int | None) -> None:
-    """One role on its own listener."""
-    check_role(role)
+    """One role on its own listener (``role`` passed :func:`check_role`)."""
     configure_logging(settings.log_level, settings.log_format)
     if role.startswith("demo-"):
         run_coroutine(_serve_demo(settings, role.removeprefix("demo-"), port or 0))

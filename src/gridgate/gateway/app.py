@@ -140,13 +140,7 @@ class GatewayApp:
     async def _dispatch(self, exchange: Exchange) -> Response:
         interface = exchange.interface
         assert interface is not None  # noqa: S101 - Route runs first
-        # The x-gg-* names are the gateway's: none of the caller's passes (X-GG-Internal
-        # included), so every one a business system sees was set and signed here.
-        outbound_headers = [
-            (name, value)
-            for name, value in forward_headers(exchange.raw_headers)
-            if not name.startswith("x-gg-")
-        ]
+        outbound_headers = forward_headers(exchange.raw_headers)
         channel = exchange.channel.code if exchange.channel is not None else None
         rules = exchange.snapshot.field_filter(interface.code, channel)
         if rules is not None:
@@ -165,6 +159,7 @@ class GatewayApp:
             outbound_headers.append(("x-gg-account", exchange.claims.account_id))
             outbound_headers.append(("x-gg-level", str(exchange.claims.level)))
             outbound_headers.append(("x-gg-session", exchange.claims.session_id))
+        # Signed as the pool sends it (the canonical query when the request was signed).
         target = exchange.path + (f"?{exchange.raw_query}" if exchange.raw_query else "")
         outbound_headers.append(
             (
@@ -176,8 +171,7 @@ class GatewayApp:
         )
         outbound = Outbound(
             method=exchange.method,
-            path=exchange.path,
-            raw_query=exchange.raw_query,
+            target=target,
             headers=outbound_headers,
             body=exchange.body,
             service=interface.target_service,

@@ -42,21 +42,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 #: Inbound headers the gateway consumes or sets itself: a caller must not smuggle them through.
-CONSUMED = frozenset(
-    {
-        "authorization",
-        "x-gg-signature",
-        "x-gg-nonce",
-        "x-gg-timestamp",
-        "x-gg-channel",
-        "x-gg-account",
-        "x-gg-level",
-        "x-gg-session",
-        "x-forwarded-for",
-        "x-trace-id",
-        "traceparent",
-    }
-)
+#: Every ``x-gg-*`` header is the gateway's too (:data:`GATEWAY_PREFIX`).
+CONSUMED = frozenset({"authorization", "x-forwarded-for", "x-trace-id", "traceparent"})
+#: The gateway's own headers: none of the caller's passes (X-GG-Internal included), so every
+#: one a business system sees was set and signed by the gateway.
+GATEWAY_PREFIX = "x-gg-"
 #: Answer headers the gateway sets itself (the trace id is the gateway's, echoed once).
 SET_BY_GATEWAY = frozenset({"x-trace-id"})
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -81,8 +71,8 @@ class Outbound:
     """The request to forward."""
 
     method: str
-    path: str
-    raw_query: str
+    #: The request target: the path as sent, and ``?`` with the query when there is one.
+    target: str
     headers: list[tuple[str, str]]
     body: bytes
     service: str
@@ -112,7 +102,7 @@ def forward_headers(inbound: list[tuple[str, str]]) -> list[tuple[str, str]]:
     for name, value in inbound:
         if name == "connection":
             dropped = dropped | {token.strip().lower() for token in value.split(",")}
-    return [(n, v) for n, v in inbound if n not in dropped]
+    return [(n, v) for n, v in inbound if n not in dropped and not n.startswith(GATEWAY_PREFIX)]
 
 
 def traceparent(trace_id: str) -> str:
@@ -220,8 +210,7 @@ class Dispatcher:
 
 def _request_head(outbound: Outbound) -> str:
     """Request line and headers (the pool adds ``Host`` and the blank line)."""
-    target = outbound.path + (f"?{outbound.raw_query}" if outbound.raw_query else "")
-    lines = [f"{outbound.method} {target} HTTP/1.1\r\n"]
+    lines = [f"{outbound.method} {outbound.target} HTTP/1.1\r\n"]
     lines.extend(f"{name}: {value}\r\n" for name, value in outbound.headers)
     if outbound.body or outbound.method in _BODY_METHODS:
         lines.append(f"content-length: {len(outbound.body)}\r\n")

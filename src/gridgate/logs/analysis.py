@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +27,7 @@ from gridgate.logs.storage import HOUR, SCHEMA, BatchFile, ParquetStore
 from gridgate.storage.db import Database
 from gridgate.storage.models import utcnow
 
-__all__ = ["Analyzer", "HourResult", "digest"]
+__all__ = ["Analyzer", "HourResult", "digest", "every"]
 
 _log = structlog.get_logger("gridgate.logs.analysis")
 #: Rows per insert statement when saving an hour.
@@ -207,12 +207,29 @@ class Analyzer:
 
     async def run(self, stopping: asyncio.Event, *, interval_s: float = 60.0) -> None:
         """Analyse due hours every ``interval_s`` until ``stopping``."""
-        while not stopping.is_set():
-            try:
-                done = await self.analyze()
-                if done:  # every minute while traffic flows: the traffic line says enough
-                    _log.debug("log_hours_analyzed", hours=len(done))
-            except Exception as exc:  # a file or the database is away: try again later
-                _log.warning("log_analysis_failed", error=str(exc), error_type=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=interval_s)
+
+        async def step() -> None:
+            done = await self.analyze()
+            if done:  # every minute while traffic flows: the traffic line says enough
+                _log.debug("log_hours_analyzed", hours=len(done))
+
+        await every(interval_s, stopping, step, log=_log, failed="log_analysis_failed")
+
+
+async def every(
+    interval_s: float,
+    stopping: asyncio.Event,
+    step: Callable[[], Awaitable[object]],
+    *,
+    log: Any,
+    failed: str,
+) -> None:
+    """Run ``step`` at once and then every ``interval_s`` until ``stopping`` (the analysis's
+    and the retention's loop); a failure is logged as ``failed`` and tried again next time."""
+    while not stopping.is_set():
+        try:
+            await step()
+        except Exception as exc:  # a file or the database is away: try again later
+            log.warning(failed, error=str(exc), error_type=type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=interval_s)

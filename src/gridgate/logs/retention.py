@@ -23,6 +23,7 @@ import pyarrow.fs as pafs  # type: ignore[import-untyped]
 import structlog
 from sqlalchemy import delete, func, select, union
 
+from gridgate.logs.analysis import every
 from gridgate.logs.models import AccountAction, AnalyzedHour, ErrorHour, TrafficHour
 from gridgate.logs.storage import ParquetStore, hour_of
 from gridgate.operators.audit import Actor, record
@@ -178,13 +179,7 @@ class Retention:
 
     async def run(self, stopping: asyncio.Event, *, interval_s: float = 3600.0) -> None:
         """Apply retention at start and every ``interval_s`` until ``stopping``."""
-        while not stopping.is_set():
-            try:
-                await self.run_once()
-            except Exception as exc:  # a file or the database is away: try again later
-                _log.warning("log_retention_failed", error=str(exc), error_type=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=interval_s)
+        await every(interval_s, stopping, self.run_once, log=_log, failed="log_retention_failed")
 
 
 async def last_run(db: Database) -> tuple[datetime, dict[str, Any]] | None:

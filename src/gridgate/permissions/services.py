@@ -103,6 +103,17 @@ class PermissionService:
             raise NotFound(f"{kind} {row_id} does not exist")
         return row
 
+    async def _on_channel(
+        self, model: type[Any], channel_id: int, code: str, kind: str, field: str
+    ) -> Any:
+        """The ``kind`` with ``code`` on the channel; InvalidRequest on ``field`` if none."""
+        row = (
+            await self.session.scalars(select(model).filter_by(channel_id=channel_id, code=code))
+        ).first()
+        if row is None:
+            raise InvalidRequest(f"{kind} {code!r} does not exist on this channel", field=field)
+        return row
+
     # -- menus ------------------------------------------------------------------------------
 
     async def _menu_out(self, row: MenuRow) -> MenuOut:
@@ -133,15 +144,7 @@ class PermissionService:
             raise Conflict(f"menu {data.code!r} already exists", field="code")
         parent_id = None
         if data.parent:
-            parent = (
-                await self.session.scalars(
-                    select(MenuRow).filter_by(channel_id=channel.id, code=data.parent)
-                )
-            ).first()
-            if parent is None:
-                raise InvalidRequest(
-                    f"menu {data.parent!r} does not exist on this channel", field="parent"
-                )
+            parent = await self._on_channel(MenuRow, channel.id, data.parent, "menu", "parent")
             parent_id = parent.id
         row = MenuRow(
             channel=channel,
@@ -175,13 +178,7 @@ class PermissionService:
     async def _new_parent(self, row: MenuRow, code: str | None) -> int | None:
         if code is None:
             return None
-        parent = (
-            await self.session.scalars(
-                select(MenuRow).filter_by(channel_id=row.channel_id, code=code)
-            )
-        ).first()
-        if parent is None:
-            raise InvalidRequest(f"menu {code!r} does not exist on this channel", field="parent")
+        parent = await self._on_channel(MenuRow, row.channel_id, code, "menu", "parent")
         # Walk up from the new parent: meeting the menu itself would close a loop in the tree.
         ancestor: MenuRow | None = parent
         while ancestor is not None:
@@ -235,13 +232,7 @@ class PermissionService:
     async def create_function(self, data: FunctionIn) -> FunctionOut:
         """Add a function under a menu of a channel."""
         channel = await self._by_code(Channel, data.channel, "channel")
-        menu = (
-            await self.session.scalars(
-                select(MenuRow).filter_by(channel_id=channel.id, code=data.menu)
-            )
-        ).first()
-        if menu is None:
-            raise InvalidRequest(f"menu {data.menu!r} does not exist on this channel", field="menu")
+        menu = await self._on_channel(MenuRow, channel.id, data.menu, "menu", "menu")
         if (
             await self.session.scalars(
                 select(FunctionRow).filter_by(menu_id=menu.id, code=data.code)
@@ -262,15 +253,7 @@ class PermissionService:
         changes = _changes(data)
         menu_code = changes.pop("menu", None)
         if menu_code is not None and menu_code != row.menu.code:
-            menu = (
-                await self.session.scalars(
-                    select(MenuRow).filter_by(channel_id=row.menu.channel_id, code=menu_code)
-                )
-            ).first()
-            if menu is None:
-                raise InvalidRequest(
-                    f"menu {menu_code!r} does not exist on this channel", field="menu"
-                )
+            menu = await self._on_channel(MenuRow, row.menu.channel_id, menu_code, "menu", "menu")
             if (
                 await self.session.scalars(
                     select(FunctionRow).filter_by(menu_id=menu.id, code=row.code)
@@ -324,16 +307,9 @@ class PermissionService:
         interface = await self._by_code(Interface, data.interface, "interface")
         component = None
         if data.component:
-            component = (
-                await self.session.scalars(
-                    select(Component).filter_by(channel_id=channel.id, code=data.component)
-                )
-            ).first()
-            if component is None:
-                raise InvalidRequest(
-                    f"component {data.component!r} does not exist on this channel",
-                    field="component",
-                )
+            component = await self._on_channel(
+                Component, channel.id, data.component, "component", "component"
+            )
         if (
             await self.session.scalars(
                 select(InterfacePermission).filter_by(
@@ -366,15 +342,9 @@ class PermissionService:
             code = changes.pop("component")
             component = None
             if code is not None:
-                component = (
-                    await self.session.scalars(
-                        select(Component).filter_by(channel_id=row.channel_id, code=code)
-                    )
-                ).first()
-                if component is None:
-                    raise InvalidRequest(
-                        f"component {code!r} does not exist on this channel", field="component"
-                    )
+                component = await self._on_channel(
+                    Component, row.channel_id, code, "component", "component"
+                )
             row.component = component
         for field, value in changes.items():
             setattr(row, field, value)

@@ -117,9 +117,6 @@ class ConnectionGuard:
         self.max_connections = policy.max_connections or math.inf
         self.max_per_address = policy.max_per_address or math.inf
         self.pressure_at = self.max_connections * PRESSURE_RATIO
-        self.first_byte_s = policy.first_byte_s
-        self.head_s = policy.head_s
-        self.exempt = policy.exempt
         self.refused = _Tally(listener, "connections_refused", METRICS.refused, warn=True)
         self.timed_out = _Tally(listener, "connections_timed_out", METRICS.timed_out, warn=False)
         METRICS.guards.add(self)
@@ -137,7 +134,7 @@ class ConnectionGuard:
         if len(self.open) >= self.max_connections:
             reason = "listener_full"
         elif self.by_address.get(bucket, 0) >= self.max_per_address and not (
-            address in self.exempt or bucket in self.exempt
+            address in self.policy.exempt or bucket in self.policy.exempt
         ):
             reason = "address_full"
         else:
@@ -165,10 +162,10 @@ class ConnectionGuard:
         """How long a connection with nothing in flight may stay, and why if shorter than
         ``keep_alive_s``: a ``fresh`` one has not sent a byte yet."""
         limit = keep_alive_s
-        if len(self.open) > self.pressure_at:
+        if self.under_pressure:
             limit = min(limit, self.policy.pressure_keep_alive_s)
         if fresh:
-            limit = min(limit, self.first_byte_s)
+            limit = min(limit, self.policy.first_byte_s)
         if limit >= keep_alive_s:
             return keep_alive_s, None
         return limit, "first_byte" if fresh else "idle_under_pressure"

@@ -181,8 +181,6 @@ class _Connection(asyncio.Protocol):
         self.idle_since = self.loop.time()
         #: No byte of a request came yet (the first-byte deadline applies, not the keep-alive).
         self.fresh = True
-        #: Counted by the listener's guard (a refused connection is closed at once).
-        self.admitted = False
         self.task: asyncio.Task[None] | None = None
         #: After an answer that leaves part of the request unread: read and drop what still
         #: arrives until then, so the client gets to read the answer (nginx's lingering close).
@@ -198,7 +196,6 @@ class _Connection(asyncio.Protocol):
         if not self.server.guard.admit(self, self.transport):
             self.stop_reading = True  # refused: answered 503 and closed already
             return
-        self.admitted = True
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client_ip, self.client_port = str(peer[0]), int(peer[1])
@@ -207,8 +204,7 @@ class _Connection(asyncio.Protocol):
             transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.admitted:
-            self.server.guard.release(self)
+        self.server.guard.release(self)  # nothing to release for a refused connection
         self.server.forget(self)
         self.stop_reading = True
         self.pending.clear()
@@ -473,7 +469,7 @@ class _Connection(asyncio.Protocol):
             if now > self.linger_until:
                 self.close()
         elif self.reading:
-            if not self.head_done and now - self.started > self.server.guard.head_s:
+            if not self.head_done and now - self.started > self.server.guard.policy.head_s:
                 self.server.guard.closed_early("head")
                 self.fail(RequestTimeout("the request head did not arrive in time"))
             elif now - self.started > self.limits.read_timeout_s:

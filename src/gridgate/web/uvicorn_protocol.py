@@ -74,7 +74,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if busy:
             return  # the app is answering: its own timeouts apply
         if self.head_since is not None:
-            if now - self.head_since > self.guard.head_s:
+            if now - self.head_since > self.guard.policy.head_s:
                 self.guard.closed_early("head")
                 transport.write(HEAD_TIMEOUT)
                 transport.close()

@@ -1142,8 +1142,7 @@ def outbound(
 ) -> Outbound:
     return Outbound(
         method=method,
-        path="/api/v1/bills",
-        raw_query="month=2024-05",
+        target="/api/v1/bills?month=2024-05",
         headers=[("accept", "application/json")],
         body=body,
         service="svc",

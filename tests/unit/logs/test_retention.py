@@ -120,4 +120,7 @@ def test_rows_cannot_be_kept_shorter_than_their_files(tmp_path: Path) -> None:
         Settings(data_dir=tmp_path, log_retention_days=0, analysis_retention_days=400)
     kept = Settings(data_dir=tmp_path)
     assert (kept.log_retention_days, kept.analysis_retention_days) == (180, 400)
-    assert Settings(data_dir=tmp_path, log_retention_days=0, analysis_retention_days=0)
+    forever = Settings(data_dir=tmp_path, log_retention_days=0, analysis_retention_days=0)
+    assert (forever.log_retention_days, forever.analysis_retention_days) == (0, 0)
+    longer = Settings(data_dir=tmp_path, log_retention_days=30, analysis_retention_days=30)
+    assert (longer.log_retention_days, longer.analysis_retention_days) == (30, 30)
