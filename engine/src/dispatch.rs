@@ -5,7 +5,17 @@
 //! opened) or the interface is idempotent (after a broken connection or a 5xx answer). The
 //! interface's timeout bounds the whole call, retry included. What reached the upstream
 //! decides: [`CallError`] says whether anything was sent.
+//!
+//! Which instances: an instance is live when the registry marks it healthy (the snapshot
+//! keeps only those, or all when none is), the active health check has it in rotation and
+//! the outlier detection has not ejected it. A call goes to a live instance; when none is,
+//! to any (panic mode, as the registry and the outlier detection each have it). For an
+//! interface with a canary the instances are split by version ([`crate::canary`]): the
+//! live ones of the chosen version, else (or for the retry, when those are used up) the live
+//! ones of the other version; only when neither has a live instance, any instance of the
+//! chosen version, then of the other.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,9 +27,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use crate::balancers::Balance;
 use crate::balancers::Balancers;
+use crate::canary::Sides;
 use crate::errors::GatewayError;
 use crate::outlier::Outlier;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Instance, Snapshot};
 
 /// The largest answer the gateway passes on (upstream.py ``MAX_RESPONSE_BYTES``).
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -53,6 +64,8 @@ pub struct Outbound {
     pub balance_key: Option<String>,
     pub idempotent: bool,
     pub timeout: Duration,
+    /// The versions to choose from, for an interface with a canary.
+    pub sides: Option<Sides>,
 }
 
 /// A business system's answer.
@@ -61,6 +74,15 @@ pub struct Answer {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub instance: String,
+    /// The version that answered, for an interface with a canary.
+    pub version: Option<Arc<str>>,
+}
+
+/// Instances a call may pick from, and the version they serve (with a canary).
+#[derive(Default)]
+pub struct Pool<'a> {
+    pub instances: Vec<&'a Instance>,
+    pub version: Option<Arc<str>>,
 }
 
 /// How one attempt failed.
@@ -101,6 +123,66 @@ impl Dispatcher {
             client,
             balancers: Balancers::default(),
             outlier: Outlier::default(),
+        }
+    }
+
+    /// Those of ``members`` that are live: in the active check's rotation and not ejected.
+    fn live<'a>(
+        &self,
+        members: impl Iterator<Item = &'a Instance>,
+        now: Instant,
+    ) -> Vec<&'a Instance> {
+        self.outlier
+            .live(members.filter(|i| i.probed_healthy()), now)
+    }
+
+    /// The pools to pick from, in order (see the module's documentation); empty ones last.
+    pub fn pools<'a>(
+        &self,
+        every: &'a [Instance],
+        sides: Option<&Sides>,
+        now: Instant,
+    ) -> [Pool<'a>; 2] {
+        let Some(sides) = sides else {
+            let live = self.live(every.iter(), now);
+            let instances = if live.is_empty() {
+                every.iter().collect()
+            } else {
+                live
+            };
+            return [
+                Pool {
+                    instances,
+                    version: None,
+                },
+                Pool::default(),
+            ];
+        };
+        let members = |version: &str| -> Vec<&'a Instance> {
+            every
+                .iter()
+                .filter(|i| i.serves(version, &sides.stable))
+                .collect()
+        };
+        let pool = |instances, version: &Arc<str>| Pool {
+            instances,
+            version: Some(version.clone()),
+        };
+        let (chosen_all, other_all) = (members(&sides.chosen), members(&sides.other));
+        let chosen = self.live(chosen_all.iter().copied(), now);
+        let other = self.live(other_all.iter().copied(), now);
+        let [first, second] = if chosen.is_empty() && other.is_empty() {
+            [
+                pool(chosen_all, &sides.chosen),
+                pool(other_all, &sides.other),
+            ]
+        } else {
+            [pool(chosen, &sides.chosen), pool(other, &sides.other)]
+        };
+        if first.instances.is_empty() {
+            [second, first]
+        } else {
+            [first, second]
         }
     }
 
@@ -163,14 +245,27 @@ impl Dispatcher {
         let mut last: Option<Answer> = None;
         for attempt in 0..2 {
             let now = Instant::now();
-            let candidates = self.outlier.eligible(every, now);
-            let Some(instance) = self.balancers.pick(
-                outbound.balance,
-                &outbound.interface,
-                &candidates,
-                outbound.balance_key.as_deref(),
-                &tried,
-            ) else {
+            let pools = self.pools(every, outbound.sides.as_ref(), now);
+            let Some((instance, version)) = pools.iter().find_map(|pool| {
+                // A rotation per version: the two sets of instances must not reset each other's.
+                let keyed;
+                let rotation = match &pool.version {
+                    Some(version) => {
+                        keyed = format!("{}@{version}", outbound.interface);
+                        keyed.as_str()
+                    }
+                    None => outbound.interface.as_str(),
+                };
+                self.balancers
+                    .pick(
+                        outbound.balance,
+                        rotation,
+                        &pool.instances,
+                        outbound.balance_key.as_deref(),
+                        &tried,
+                    )
+                    .map(|instance| (instance, pool.version.clone()))
+            }) else {
                 break;
             };
             tried.push(&instance.instance_id);
@@ -213,6 +308,7 @@ impl Dispatcher {
                 headers: answer_headers(headers),
                 body,
                 instance: id.to_owned(),
+                version,
             };
             if status.as_u16() >= 500 && outbound.idempotent && attempt == 0 {
                 last = Some(answer);
@@ -235,4 +331,127 @@ pub fn answer_headers(mut headers: HeaderMap) -> HeaderMap {
         headers.remove(*name);
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Probe;
+
+    fn instance(id: &str, version: Option<&str>, healthy: bool) -> Instance {
+        Instance {
+            instance_id: id.into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            weight: 100,
+            healthy: true,
+            version: version.map(str::to_owned),
+            health_path: None,
+            probe: Some(Arc::new(Probe::new(healthy))),
+        }
+    }
+
+    fn sides(chosen: &str, other: &str) -> Sides {
+        Sides {
+            chosen: chosen.into(),
+            other: other.into(),
+            stable: "1".into(),
+        }
+    }
+
+    fn ids<'a>(pools: &'a [Pool<'a>; 2]) -> Vec<(Vec<&'a str>, Option<String>)> {
+        pools
+            .iter()
+            .map(|p| {
+                (
+                    p.instances.iter().map(|i| i.instance_id.as_str()).collect(),
+                    p.version.as_deref().map(str::to_owned),
+                )
+            })
+            .collect()
+    }
+
+    fn pool(
+        members: &[&'static str],
+        version: Option<&str>,
+    ) -> (Vec<&'static str>, Option<String>) {
+        (members.to_vec(), version.map(str::to_owned))
+    }
+
+    #[test]
+    fn the_chosen_version_first_the_other_as_fallback_and_no_third_version() {
+        let every = [
+            instance("c", Some("2"), true),
+            instance("s", None, true),
+            instance("s1", Some("1"), true),
+            instance("x", Some("3"), true),
+        ];
+        let dispatcher = Dispatcher::default();
+        let now = Instant::now();
+        assert_eq!(
+            ids(&dispatcher.pools(&every, Some(&sides("2", "1")), now)),
+            [pool(&["c"], Some("2")), pool(&["s", "s1"], Some("1"))]
+        );
+        assert_eq!(
+            ids(&dispatcher.pools(&every, Some(&sides("1", "2")), now)),
+            [pool(&["s", "s1"], Some("1")), pool(&["c"], Some("2"))]
+        );
+        // Without a canary every version serves.
+        assert_eq!(
+            ids(&dispatcher.pools(&every, None, now)),
+            [pool(&["c", "s", "s1", "x"], None), pool(&[], None)]
+        );
+    }
+
+    #[test]
+    fn a_canary_without_a_live_instance_falls_back_to_the_stable_ones() {
+        let dispatcher = Dispatcher::default();
+        let now = Instant::now();
+        // Out by the active check.
+        let every = [instance("c", Some("2"), false), instance("s", None, true)];
+        assert_eq!(
+            ids(&dispatcher.pools(&every, Some(&sides("2", "1")), now)),
+            [pool(&["s"], Some("1")), pool(&[], Some("2"))]
+        );
+        // Ejected by the outlier detection.
+        let every = [instance("c", Some("2"), true), instance("s", None, true)];
+        for _ in 0..5 {
+            dispatcher.outlier.report("c", false, now);
+        }
+        assert_eq!(
+            ids(&dispatcher.pools(&every, Some(&sides("2", "1")), now)),
+            [pool(&["s"], Some("1")), pool(&[], Some("2"))]
+        );
+        // No canary instance at all.
+        let every = [instance("s", None, true)];
+        assert_eq!(
+            ids(&dispatcher.pools(&every, Some(&sides("2", "1")), now)),
+            [pool(&["s"], Some("1")), pool(&[], Some("2"))]
+        );
+    }
+
+    #[test]
+    fn when_nothing_is_live_every_instance_serves_the_chosen_side_first() {
+        let dispatcher = Dispatcher::default();
+        let now = Instant::now();
+        let every = [
+            instance("c", Some("2"), false),
+            instance("s", None, false),
+            instance("x", Some("3"), false),
+        ];
+        assert_eq!(
+            ids(&dispatcher.pools(&every, Some(&sides("2", "1")), now)),
+            [pool(&["c"], Some("2")), pool(&["s"], Some("1"))]
+        );
+        assert_eq!(
+            ids(&dispatcher.pools(&every, None, now)),
+            [pool(&["c", "s", "x"], None), pool(&[], None)]
+        );
+        // One live instance of the three: only it (the active check and the registry agree).
+        let every = [instance("a", None, false), instance("b", None, true)];
+        assert_eq!(
+            ids(&dispatcher.pools(&every, None, now)),
+            [pool(&["b"], None), pool(&[], None)]
+        );
+    }
 }

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -24,6 +24,11 @@ const INTERNAL_KEY: &str = "9302532a9a476a495b15323c0158e99bd9c59b24cb3b65808935
 
 /// A business system: echoes what it received as JSON; ``…/fail`` answers 500.
 pub(crate) fn upstream(calls: Arc<AtomicUsize>) -> u16 {
+    upstream_with_health(calls, Arc::new(AtomicU16::new(200)))
+}
+
+/// The same, answering ``/healthz`` (the engine's probes, not counted) with ``health``'s status.
+pub(crate) fn upstream_with_health(calls: Arc<AtomicUsize>, health: Arc<AtomicU16>) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -36,11 +41,18 @@ pub(crate) fn upstream(calls: Arc<AtomicUsize>) -> u16 {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                let calls = calls.clone();
+                let (calls, health) = (calls.clone(), health.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
-                        let calls = calls.clone();
+                        let (calls, health) = (calls.clone(), health.clone());
                         async move {
+                            if request.uri().path() == "/healthz" {
+                                let mut response = Response::new(Full::new(Bytes::new()));
+                                *response.status_mut() =
+                                    http::StatusCode::from_u16(health.load(Ordering::SeqCst))
+                                        .unwrap();
+                                return Ok::<_, std::convert::Infallible>(response);
+                            }
                             calls.fetch_add(1, Ordering::SeqCst);
                             let (parts, body) = request.into_parts();
                             let body = body.collect().await.unwrap().to_bytes();
@@ -568,4 +580,251 @@ fn the_pipeline_end_to_end() {
         ]
     );
     let _ = std::fs::remove_dir_all(&spool);
+}
+
+fn metrics_text(address: SocketAddr) -> String {
+    let answer = exchange(
+        address,
+        b"GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    );
+    String::from_utf8(answer.body).unwrap()
+}
+
+fn open_get(address: SocketAddr, path: &str, extra: &str) -> Answer {
+    exchange(
+        address,
+        format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n{extra}\r\n").as_bytes(),
+    )
+}
+
+/// Wait (at most 10 s) until ``done`` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The document of [`document`] with ``t.canary`` (open, keyed by the path's 户号) and
+/// ``instances`` for its service.
+fn canary_document(canary: Value, instances: Value) -> Value {
+    let mut doc = document(1, 1);
+    let interfaces = doc["interfaces"].as_array_mut().unwrap();
+    interfaces.push(json!({
+        "code": "t.canary", "method": "GET", "path": "/api/v1/canary/{customer_no}",
+        "enabled": true, "requires_client_auth": false, "min_level": 0, "idempotent": false,
+        "timeout_ms": 2000, "target_service": "svc", "balancer": "round_robin",
+        "version": "1", "canary": canary,
+    }));
+    doc["instances"] = json!({ "svc": instances });
+    doc
+}
+
+#[test]
+fn canary_routing_by_version_end_to_end() {
+    let (stable, canary, third) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let ports = (
+        upstream(stable.clone()),
+        upstream(canary.clone()),
+        upstream(third.clone()),
+    );
+    let instances = json!([
+        {"instance_id": "stable", "host": "127.0.0.2", "port": ports.0, "version": null},
+        {"instance_id": "canary", "host": "127.0.0.2", "port": ports.1, "version": "2"},
+        {"instance_id": "third", "host": "127.0.0.2", "port": ports.2, "version": "3"},
+    ]);
+    let config: Config =
+        serde_json::from_value(json!({"port": 0, "workers": 2, "health_check_interval_ms": 0}))
+            .unwrap();
+    let mut engine = Engine::new(config).unwrap();
+    let address = engine.start().unwrap();
+    let load = |doc: Value| {
+        engine
+            .shared
+            .load_snapshot(doc.to_string().as_bytes())
+            .unwrap()
+    };
+    load(canary_document(
+        json!({"version": "2", "percent": 10}),
+        instances.clone(),
+    ));
+
+    // By the 户号: the hash decides, the same way every time.
+    let mut on_canary = 0;
+    for n in 0..60 {
+        let customer = format!("33000{n:05}");
+        let expected = if crate::canary::to_canary(10, Some(&customer)) {
+            on_canary += 1;
+            "2"
+        } else {
+            "1"
+        };
+        for _ in 0..2 {
+            let answer = open_get(address, &format!("/api/v1/canary/{customer}"), "");
+            assert_eq!(
+                answer.status,
+                200,
+                "{}",
+                String::from_utf8_lossy(&answer.body)
+            );
+            assert_eq!(answer.header("x-gg-version"), Some(expected), "{customer}");
+        }
+    }
+    assert!(
+        on_canary > 0 && on_canary < 30,
+        "{on_canary} of 60 on a 10% canary"
+    );
+    assert_eq!(canary.load(Ordering::SeqCst), 2 * on_canary);
+    assert_eq!(stable.load(Ordering::SeqCst), 2 * (60 - on_canary));
+    assert_eq!(third.load(Ordering::SeqCst), 0, "version 3 gets no calls");
+
+    // The header pins a version and is not forwarded; another value is ignored.
+    let stable_customer = (0..)
+        .map(|n| format!("34000{n:05}"))
+        .find(|c| !crate::canary::to_canary(10, Some(c)))
+        .unwrap();
+    let pinned = open_get(
+        address,
+        &format!("/api/v1/canary/{stable_customer}"),
+        "X-GG-Version: 2\r\n",
+    );
+    assert_eq!(pinned.header("x-gg-version"), Some("2"));
+    assert!(pinned.json()["headers"].get("x-gg-version").is_none());
+    let ignored = open_get(
+        address,
+        &format!("/api/v1/canary/{stable_customer}"),
+        "X-GG-Version: 3\r\n",
+    );
+    assert_eq!(ignored.header("x-gg-version"), Some("1"));
+    assert_eq!(third.load(Ordering::SeqCst), 0);
+    let text = metrics_text(address);
+    assert!(
+        text.contains(&format!(
+            "gridgate_gateway_canary_requests_total{{interface=\"t.canary\",version=\"2\"}} {}.0\n",
+            2 * on_canary + 1
+        )),
+        "{text}"
+    );
+
+    // A canary that cannot be reached: the stable version answers (the call is retried).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    load(canary_document(
+        json!({"version": "2", "percent": 100}),
+        json!([
+            {"instance_id": "stable", "host": "127.0.0.2", "port": ports.0},
+            {"instance_id": "canary", "host": "127.0.0.1", "port": dead, "version": "2"},
+        ]),
+    ));
+    let fallback = open_get(address, "/api/v1/canary/3300000001", "");
+    assert_eq!(fallback.status, 200);
+    assert_eq!(fallback.header("x-gg-version"), Some("1"));
+
+    // Without a canary every version serves and no version is announced.
+    load(canary_document(Value::Null, instances));
+    let before = third.load(Ordering::SeqCst);
+    for n in 0..3 {
+        let answer = open_get(address, &format!("/api/v1/canary/330000000{n}"), "");
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("x-gg-version"), None);
+    }
+    assert_eq!(third.load(Ordering::SeqCst) - before, 1);
+    engine.stop(Duration::from_secs(1));
+}
+
+#[test]
+fn an_instance_failing_its_health_checks_leaves_the_rotation_and_comes_back() {
+    let (calls_a, calls_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let health_a = Arc::new(AtomicU16::new(200));
+    let health_b = Arc::new(AtomicU16::new(200));
+    let port_a = upstream_with_health(calls_a.clone(), health_a.clone());
+    let port_b = upstream_with_health(calls_b.clone(), health_b.clone());
+    let config: Config = serde_json::from_value(json!({
+        "port": 0, "workers": 2, "health_check_interval_ms": 50,
+        "health_check_timeout_ms": 500, "health_check_unhealthy_threshold": 2,
+        "health_check_healthy_threshold": 2,
+    }))
+    .unwrap();
+    let mut engine = Engine::new(config).unwrap();
+    let mut doc = document(port_a, port_b);
+    doc["instances"] = json!({"svc": [
+        {"instance_id": "a", "host": "127.0.0.2", "port": port_a},
+        {"instance_id": "b", "host": "127.0.0.2", "port": port_b, "health_path": "healthz"},
+    ]});
+    engine
+        .shared
+        .load_snapshot(doc.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(engine.shared.health.probed(), 0, "no runtime yet");
+    let address = engine.start().unwrap();
+    assert_eq!(engine.shared.health.probed(), 2);
+    let spread = || {
+        let (a, b) = (
+            calls_a.load(Ordering::SeqCst),
+            calls_b.load(Ordering::SeqCst),
+        );
+        for _ in 0..6 {
+            assert_eq!(open_get(address, "/api/v1/open", "").status, 200);
+        }
+        (
+            calls_a.load(Ordering::SeqCst) - a,
+            calls_b.load(Ordering::SeqCst) - b,
+        )
+    };
+    let gauge = |instance: &str, value: &str| {
+        metrics_text(address).contains(&format!(
+            "gridgate_gateway_instance_healthy{{service=\"svc\",instance=\"{instance}\"}} {value}\n"
+        ))
+    };
+    assert!(gauge("a", "1.0") && gauge("b", "1.0"));
+    assert_eq!(spread(), (3, 3));
+
+    // a starts failing: out after two failed probes, b takes every call.
+    health_a.store(503, Ordering::SeqCst);
+    eventually("a is out", || gauge("a", "0.0"));
+    assert_eq!(spread(), (0, 6));
+    let text = metrics_text(address);
+    let failures: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "gridgate_gateway_health_check_failures_total{service=\"svc\",instance=\"a\"} ",
+            )
+        })
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(failures >= 2.0, "{text}");
+
+    // Both out: every instance serves rather than none (panic mode).
+    health_b.store(500, Ordering::SeqCst);
+    eventually("b is out", || gauge("b", "0.0"));
+    assert_eq!(spread(), (3, 3));
+
+    // a recovers: back after two good probes, and alone in rotation while b is out.
+    health_a.store(200, Ordering::SeqCst);
+    eventually("a is back", || gauge("a", "1.0"));
+    assert_eq!(spread(), (6, 0));
+    health_b.store(200, Ordering::SeqCst);
+    eventually("b is back", || gauge("b", "1.0"));
+    assert_eq!(spread(), (3, 3));
+
+    // An instance leaves the registry: its probe stops.
+    doc["instances"] = json!({"svc": [{"instance_id": "b", "host": "127.0.0.2", "port": port_b}]});
+    engine
+        .shared
+        .load_snapshot(doc.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(engine.shared.health.probed(), 1);
+    assert!(!metrics_text(address).contains("instance=\"a\""));
+    engine.stop(Duration::from_secs(1));
+    assert_eq!(engine.shared.health.probed(), 0);
 }

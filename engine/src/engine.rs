@@ -10,9 +10,9 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
@@ -27,13 +27,14 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
-use crate::connections::{Admission, ConnectionGuard, Policy, refusal};
+use crate::connections::{Admission, ConnectionGuard, Policy, TrustedProxies, refusal};
 
 /// The answer to a connection over a cap.
 static REFUSAL: LazyLock<Vec<u8>> = LazyLock::new(refusal);
 use crate::dispatch::Dispatcher;
 use crate::errors::GatewayError;
 use crate::flow::{Gates, RateWindows};
+use crate::health::HealthChecks;
 use crate::http1::Gate;
 use crate::metrics::{Metrics, TimedOut};
 use crate::nonces::NonceStore;
@@ -51,8 +52,8 @@ fn default_host() -> String {
 fn default_max_body() -> usize {
     6 * 1_048_576
 }
-fn default_trusted() -> Vec<String> {
-    vec!["127.0.0.1".into(), "::1".into()]
+fn default_trusted() -> TrustedProxies {
+    TrustedProxies::parse(&["127.0.0.1", "::1"]).expect("valid addresses")
 }
 fn default_max_nonces() -> usize {
     1_000_000
@@ -100,6 +101,15 @@ fn default_stream() -> String {
 fn default_stream_max_len() -> u64 {
     1_000_000
 }
+fn default_health_interval() -> u64 {
+    2000
+}
+fn default_health_timeout() -> u64 {
+    1000
+}
+fn two() -> u32 {
+    2
+}
 
 /// Settings of one engine (settings.py's ``gateway_*`` and ``token_*``), fixed at start.
 #[derive(Deserialize, Debug, Clone)]
@@ -113,8 +123,9 @@ pub struct Config {
     pub workers: Option<usize>,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Load balancers in front: addresses or CIDR ranges; an invalid entry refuses the config.
     #[serde(default = "default_trusted")]
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: TrustedProxies,
     #[serde(default = "default_max_nonces")]
     pub max_nonces: usize,
     #[serde(default = "default_issuer")]
@@ -178,6 +189,19 @@ pub struct Config {
     /// The idle keep-alive while more than 3/4 of ``max_connections`` are open.
     #[serde(default = "default_pressure_keep_alive")]
     pub keep_alive_under_pressure_s: f64,
+    /// Active health checks: every instance's address is asked ``GET <health_path>`` this
+    /// often; 0 turns them off (see health.rs).
+    #[serde(default = "default_health_interval")]
+    pub health_check_interval_ms: u64,
+    /// A probe without a whole answer within this time failed.
+    #[serde(default = "default_health_timeout")]
+    pub health_check_timeout_ms: u64,
+    /// Consecutive failed probes that take an address out of rotation.
+    #[serde(default = "two")]
+    pub health_check_unhealthy_threshold: u32,
+    /// Consecutive passed probes that bring it back.
+    #[serde(default = "two")]
+    pub health_check_healthy_threshold: u32,
 }
 
 fn seconds(value: f64) -> Duration {
@@ -195,6 +219,16 @@ impl Config {
             head: seconds(self.request_head_timeout_s),
             keep_alive: seconds(self.keep_alive_s),
             pressure_keep_alive: seconds(self.keep_alive_under_pressure_s),
+        }
+    }
+
+    /// The active health checks' settings.
+    pub fn health_checks(&self) -> crate::health::Settings {
+        crate::health::Settings {
+            interval: Duration::from_millis(self.health_check_interval_ms),
+            timeout: Duration::from_millis(self.health_check_timeout_ms.max(1)),
+            unhealthy_threshold: self.health_check_unhealthy_threshold.max(1),
+            healthy_threshold: self.health_check_healthy_threshold.max(1),
         }
     }
 }
@@ -220,7 +254,22 @@ pub struct Shared {
     pub guard: ConnectionGuard,
     /// Redis mode: the shared nonces and rate windows.
     pub redis: Option<RedisStore>,
+    /// What the control plane last reported for ``/readyz`` and ``/metrics`` (its own checks
+    /// and series): pushed every second, read without taking the GIL.
+    pub probes: ArcSwapOption<ProbeReport>,
+    pub health: HealthChecks,
 }
+
+/// The control plane's latest readiness answer and its own Prometheus series.
+pub struct ProbeReport {
+    pub ready: bool,
+    pub body: Bytes,
+    pub metrics: String,
+    pub at: Instant,
+}
+
+/// A readiness report older than this means the control plane stopped reporting.
+pub const PROBE_REPORT_STALE: Duration = Duration::from_secs(10);
 
 impl Shared {
     /// Shared state for ``config`` (the access-log writer starts here).
@@ -274,14 +323,27 @@ impl Shared {
             metrics,
             access_log,
             redis,
+            health: HealthChecks::new(config.health_checks()),
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            probes: ArcSwapOption::empty(),
             config,
         })
     }
 
+    /// Replace the control plane's readiness answer and series (see [`ProbeReport`]).
+    pub fn report_probes(&self, ready: bool, body: Vec<u8>, metrics: String) {
+        self.probes.store(Some(Arc::new(ProbeReport {
+            ready,
+            body: Bytes::from(body),
+            metrics,
+            at: Instant::now(),
+        })));
+    }
+
     /// Compile and swap in a snapshot document; its version.
     pub fn load_snapshot(&self, document: &[u8]) -> Result<u64, String> {
-        let snapshot = Snapshot::from_json(document)?;
+        let mut snapshot = Snapshot::from_json(document)?;
+        self.health.track(&mut snapshot);
         self.tokens.keys_loaded(&snapshot.keys);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -291,6 +353,14 @@ impl Shared {
         let version = snapshot.version;
         self.snapshot.store(Arc::new(snapshot));
         Ok(version)
+    }
+
+    /// The text of every series on ``/metrics``.
+    /// The engine's own series (not the control plane's: see [`ProbeReport`]).
+    pub fn render_metrics(&self) -> String {
+        let mut text = self.metrics.render(&self.access_log.counters);
+        self.health.render(&self.snapshot.load(), &mut text);
+        text
     }
 }
 
@@ -333,30 +403,55 @@ fn probe(shared: &Shared, request: &Request<Incoming>) -> Answered {
             r#"{"status":"ok","listener":"gateway"}"#,
             &trace_id,
         ),
-        "/readyz" => {
-            if shared.snapshot.load().revision >= 0 {
-                text_answer(
-                    StatusCode::OK,
-                    "application/json",
-                    r#"{"status":"ready","listener":"gateway","checks":{"catalog":"ok"}}"#,
-                    &trace_id,
-                )
-            } else {
-                text_answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "application/json",
-                    r#"{"status":"unavailable","listener":"gateway","checks":{"catalog":"failing"}}"#,
-                    &trace_id,
-                )
+        "/readyz" => readiness(shared, &trace_id),
+        _ => {
+            let mut text = shared.render_metrics();
+            if let Some(report) = shared.probes.load().as_ref() {
+                text.push_str(&report.metrics);
             }
+            text_answer(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+                &trace_id,
+            )
         }
-        _ => text_answer(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render(&shared.access_log.counters),
-            &trace_id,
-        ),
     }
+}
+
+/// ``/readyz``: the control plane's report while it is fresh; without one (the engine on its
+/// own), whether a catalog snapshot has been loaded.
+fn readiness(shared: &Shared, trace_id: &str) -> Answered {
+    let (ready, body) = match shared.probes.load().as_ref() {
+        Some(report) if report.at.elapsed() < PROBE_REPORT_STALE => {
+            (report.ready, report.body.clone())
+        }
+        Some(report) => (
+            false,
+            Bytes::from(format!(
+                r#"{{"status":"unavailable","listener":"gateway","checks":{{"control_plane":"failing"}},"details":{{"control_plane":"no report for {} s"}}}}"#,
+                report.at.elapsed().as_secs()
+            )),
+        ),
+        None if shared.snapshot.load().revision >= 0 => (
+            true,
+            Bytes::from_static(
+                br#"{"status":"ready","listener":"gateway","checks":{"catalog":"ok"}}"#,
+            ),
+        ),
+        None => (
+            false,
+            Bytes::from_static(
+                br#"{"status":"unavailable","listener":"gateway","checks":{"catalog":"failing"}}"#,
+            ),
+        ),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    text_answer(status, "application/json", body, trace_id)
 }
 
 async fn serve_request(
@@ -550,6 +645,16 @@ impl Engine {
 
     /// Start the runtime and listen; the address bound.
     pub fn start(&mut self) -> std::io::Result<SocketAddr> {
+        self.start_on(None)
+    }
+
+    /// Start the runtime and serve on ``listening`` (a socket already bound and listening,
+    /// e.g. handed over by the Python process that opened every listener), or bind
+    /// ``host:port`` of the config when none is given; the address served.
+    pub fn start_on(
+        &mut self,
+        listening: Option<std::net::TcpListener>,
+    ) -> std::io::Result<SocketAddr> {
         if let Some(address) = self.address {
             return Ok(address);
         }
@@ -564,6 +669,10 @@ impl Engine {
             .build()?;
         let bind = format!("{}:{}", config.host, config.port);
         let listener = runtime.block_on(async {
+            if let Some(listening) = listening {
+                listening.set_nonblocking(true)?;
+                return tokio::net::TcpListener::from_std(listening);
+            }
             let address: SocketAddr = tokio::net::lookup_host(&bind)
                 .await?
                 .next()
@@ -580,6 +689,7 @@ impl Engine {
         let address = listener.local_addr()?;
         let (stop, receiver) = watch::channel(None);
         let done = runtime.spawn(accept_loop(listener, self.shared.clone(), receiver));
+        self.shared.health.start(runtime.handle().clone());
         if let Some(store) = &self.shared.redis {
             runtime.spawn(crate::redis_store::revocation_feed(
                 store.client().clone(),
@@ -601,6 +711,7 @@ impl Engine {
     /// Stop listening, let running requests finish within ``grace``, stop the threads.
     pub fn stop(&mut self, grace: Duration) {
         if let (Some(stop), Some(runtime)) = (self.stop.take(), self.runtime.take()) {
+            self.shared.health.stop();
             let _ = stop.send(Some(grace));
             if let Some(done) = self.done.take() {
                 let _ = runtime.block_on(async {

@@ -395,6 +395,9 @@ pub struct Gate {
     fresh: bool,
     opened: Instant,
     idle_since: Option<Instant>,
+    /// The listener was under pressure at some point since ``idle_since`` (or since
+    /// ``opened`` for a fresh connection): the short keep-alive holds until the next request.
+    pressed: bool,
     head_started: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     armed: Option<Instant>,
@@ -413,6 +416,7 @@ impl Gate {
             fresh: true,
             opened: Instant::now(),
             idle_since: None,
+            pressed: false,
             head_started: None,
             timer: None,
             armed: None,
@@ -424,6 +428,7 @@ impl Gate {
         if got > 0 {
             self.fresh = false;
             self.idle_since = None;
+            self.pressed = false;
         }
         if self.framing.in_head() {
             self.head_started.get_or_insert_with(Instant::now);
@@ -442,7 +447,8 @@ impl Gate {
         let (deadline, reason) = if let Some(started) = self.head_started {
             (started + guard.policy.head, Some(TimedOut::Head))
         } else {
-            let (limit, reason) = guard.idle_deadline(&self.shared.metrics, self.fresh);
+            self.pressed |= guard.under_pressure(&self.shared.metrics);
+            let (limit, reason) = guard.idle_deadline(self.pressed, self.fresh);
             let since = if self.fresh {
                 self.opened
             } else {

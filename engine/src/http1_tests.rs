@@ -141,6 +141,25 @@ impl Client {
         }
     }
 
+    /// The server closes the connection before ``deadline`` (no answer comes first).
+    fn closed_by(&mut self, deadline: Instant) -> bool {
+        let mut chunk = [0u8; 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => return false,
+                Err(error) if error.kind() == ErrorKind::ConnectionReset => return true,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false, // timed out
+            }
+        }
+    }
+
     /// The server closed the connection (nothing more than what was read comes).
     fn closed(&mut self) -> bool {
         let before = self.buf.len();
@@ -395,7 +414,7 @@ fn connections_over_the_cap_get_503_and_are_closed() {
 #[test]
 fn the_per_address_cap_counts_each_client_address_and_spares_trusted_proxies() {
     let (mut engine, address) = start(json!({
-        "max_connections_per_address": 2, "trusted_proxies": ["127.0.0.1"],
+        "max_connections_per_address": 2, "trusted_proxies": ["127.0.0.0/31"],
     }));
     let _a = Client::connect_from("127.0.0.2", address);
     let _b = Client::connect_from("127.0.0.2", address);
@@ -453,6 +472,38 @@ fn keep_alive_is_cut_short_under_pressure() {
     std::thread::sleep(Duration::from_millis(100));
     let text = metrics(address);
     assert!(text.contains("gridgate_connections_timed_out_total{listener=\"gateway\",reason=\"idle_under_pressure\"} 1.0\n"), "{text}");
+    engine.stop(Duration::from_secs(1));
+}
+
+#[test]
+fn every_idle_keep_alive_is_cut_short_under_pressure() {
+    // 14 of 16 is above 3/4 of the cap. Closing idle connections relieves the pressure
+    // after two of them; the others, idle while it lasted, must close all the same (as
+    // web/http1.py's sweep closes them), not wait for the 30 s keep-alive.
+    let short = Duration::from_millis(500);
+    let (mut engine, address) = start(json!({
+        "max_connections": 16, "keep_alive_s": 30, "keep_alive_under_pressure_s": 0.5,
+        "connection_first_byte_timeout_s": 30,
+    }));
+    let mut idle: Vec<Client> = (0..14)
+        .map(|n| {
+            let mut client = Client::connect_from(&format!("127.0.0.{}", 10 + n), address);
+            client.send(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n");
+            assert_eq!(client.answer().status, 200);
+            client
+        })
+        .collect();
+    // Every one is idle, and the listener under pressure, from here at the latest.
+    let deadline = Instant::now() + 2 * short;
+    for (n, client) in idle.iter_mut().enumerate() {
+        assert!(
+            client.closed_by(deadline),
+            "idle connection {n} still open {:?} after the last answer",
+            2 * short
+        );
+    }
+    let text = metrics(address);
+    assert!(text.contains("gridgate_connections_timed_out_total{listener=\"gateway\",reason=\"idle_under_pressure\"} 14.0\n"), "{text}");
     engine.stop(Duration::from_secs(1));
 }
 
@@ -548,6 +599,18 @@ fn the_connection_settings_default_to_settings_py() {
     assert_eq!(config.keep_alive_under_pressure_s, 5.0);
     assert_eq!(config.keep_alive_s, 65.0);
     let policy = config.connection_policy();
-    assert_eq!(policy.exempt, ["127.0.0.1", "::1"]);
+    assert_eq!(
+        policy.exempt,
+        crate::connections::TrustedProxies::parse(&["127.0.0.1", "::1"]).unwrap()
+    );
     assert_eq!(policy.first_byte, Duration::from_secs(10));
+    let health = config.health_checks();
+    assert_eq!(
+        (health.interval, health.timeout),
+        (Duration::from_secs(2), Duration::from_secs(1))
+    );
+    assert_eq!(
+        (health.unhealthy_threshold, health.healthy_threshold),
+        (2, 2)
+    );
 }

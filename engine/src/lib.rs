@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod balancers;
+pub mod canary;
 pub mod channel_auth;
 pub mod connections;
 pub mod dispatch;
@@ -16,6 +17,7 @@ pub mod errors;
 pub mod exchange;
 pub mod fields;
 pub mod flow;
+pub mod health;
 pub mod http1;
 pub mod internal_auth;
 pub mod metrics;

@@ -4,6 +4,7 @@
 //! classes, a bounded set); rendered in the text format on ``/metrics``.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
@@ -36,6 +37,8 @@ impl Default for Histogram {
 pub struct Metrics {
     requests: DashMap<(String, String, &'static str), AtomicU64>,
     latency: DashMap<String, Histogram>,
+    /// Calls of interfaces with a canary, by the version that answered.
+    canary: DashMap<(String, Arc<str>), AtomicU64>,
     /// The listener's connections (web/connections.py ``_ConnectionMetrics``).
     pub connections: ConnectionCounters,
 }
@@ -151,14 +154,14 @@ impl ConnectionCounters {
 
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value
         .replace('\\', r"\\")
         .replace('"', "\\\"")
         .replace('\n', r"\n")
 }
 
-fn float(value: f64) -> String {
+pub(crate) fn float(value: f64) -> String {
     // Python's repr of a float: always a decimal point (prometheus_client writes "3.0").
     if value.fract() == 0.0 && value.abs() < 1e16 {
         format!("{value:.1}")
@@ -193,6 +196,19 @@ impl Metrics {
             Some(histogram) => add(&histogram),
             None => add(&self.latency.entry(interface.to_owned()).or_default()),
         }
+    }
+
+    /// Count a call of ``interface`` (it has a canary) answered by ``version``.
+    pub fn served_version(&self, interface: &str, version: &Arc<str>) {
+        let key = (interface.to_owned(), version.clone());
+        match self.canary.get(&key) {
+            Some(count) => count.fetch_add(1, Ordering::Relaxed),
+            None => self
+                .canary
+                .entry(key)
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed),
+        };
     }
 
     /// The text exposition of every series.
@@ -233,6 +249,17 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "gridgate_gateway_request_duration_seconds_sum{{interface=\"{interface}\"}} {sum}"
+            );
+        }
+        out.push_str("# HELP gridgate_gateway_canary_requests_total Calls of interfaces with a canary, by interface and the version that answered.\n# TYPE gridgate_gateway_canary_requests_total counter\n");
+        for entry in self.canary.iter() {
+            let (interface, version) = entry.key();
+            let _ = writeln!(
+                out,
+                "gridgate_gateway_canary_requests_total{{interface=\"{}\",version=\"{}\"}} {}",
+                escape(interface),
+                escape(version),
+                float(entry.value().load(Ordering::Relaxed) as f64)
             );
         }
         let load = |c: &AtomicU64| float(c.load(Ordering::Relaxed) as f64);

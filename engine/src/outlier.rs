@@ -70,23 +70,31 @@ impl Outlier {
 
     /// The endpoints that may be called now; all of them when every one is ejected.
     pub fn eligible<'a>(&self, endpoints: &'a [Instance], now: Instant) -> Vec<&'a Instance> {
-        if !self.any.load(Ordering::Acquire) {
-            return endpoints.iter().collect();
-        }
-        let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        let healthy: Vec<&Instance> = endpoints
-            .iter()
-            .filter(|e| {
-                health
-                    .get(&e.instance_id)
-                    .is_none_or(|h| !self.ejected(h, now))
-            })
-            .collect();
+        let healthy = self.live(endpoints.iter(), now);
         if healthy.is_empty() {
             endpoints.iter().collect()
         } else {
             healthy
         }
+    }
+
+    /// Those of ``endpoints`` not ejected now (none when every one is: no panic mode here).
+    pub fn live<'a>(
+        &self,
+        endpoints: impl Iterator<Item = &'a Instance>,
+        now: Instant,
+    ) -> Vec<&'a Instance> {
+        if !self.any.load(Ordering::Acquire) {
+            return endpoints.collect();
+        }
+        let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        endpoints
+            .filter(|e| {
+                health
+                    .get(&e.instance_id)
+                    .is_none_or(|h| !self.ejected(h, now))
+            })
+            .collect()
     }
 
     /// A call is sent to ``instance_id``; for a half-open instance it is the one probe.
@@ -145,6 +153,9 @@ mod tests {
             port: 1,
             weight: 100,
             healthy: true,
+            version: None,
+            health_path: None,
+            probe: None,
         }
     }
 

@@ -10,7 +10,9 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::access_log::{AccessRecord, utc_now_iso};
+use crate::canary::VERSION_HEADER;
 use crate::channel_auth::NonceCheck;
+use crate::connections::TrustedProxies;
 use crate::dispatch::{Answer, HOP_BY_HOP, Outbound};
 use crate::engine::Shared;
 use crate::errors::{GatewayError, PROBLEM_CONTENT_TYPE};
@@ -63,14 +65,18 @@ pub fn trace_id(traceparent: Option<&HeaderValue>) -> String {
     format!("{:032x}", fastrand::u128(..))
 }
 
-/// The caller's address: the peer, or behind trusted proxies the last hop before them.
-pub fn client_ip(peer: IpAddr, forwarded: Option<&HeaderValue>, trusted: &[String]) -> String {
-    let peer = peer.to_string();
+/// The caller's address: the peer, or behind trusted proxies the last hop before them (a hop
+/// that is not an address is not a trusted proxy).
+pub fn client_ip(
+    peer: IpAddr,
+    forwarded: Option<&HeaderValue>,
+    trusted: &TrustedProxies,
+) -> String {
     let Some(forwarded) = forwarded.and_then(|v| v.to_str().ok()) else {
-        return peer;
+        return peer.to_string();
     };
-    if !trusted.contains(&peer) {
-        return peer;
+    if !trusted.contains(peer) {
+        return peer.to_string();
     }
     let hops: Vec<&str> = forwarded
         .split(',')
@@ -79,9 +85,9 @@ pub fn client_ip(peer: IpAddr, forwarded: Option<&HeaderValue>, trusted: &[Strin
         .collect();
     hops.iter()
         .rev()
-        .find(|hop| !trusted.iter().any(|t| t == *hop))
+        .find(|hop| !hop.parse().is_ok_and(|ip| trusted.contains(ip)))
         .or(hops.first())
-        .map_or(peer, |hop| (*hop).to_owned())
+        .map_or_else(|| peer.to_string(), |hop| (*hop).to_owned())
 }
 
 fn unix_now() -> f64 {
@@ -283,6 +289,18 @@ async fn dispatch(
         &headers,
     );
     put(&mut headers, "x-gg-internal", &signature);
+    let balance_key = exchange
+        .param("customer_no")
+        .map(str::to_owned)
+        .or_else(|| exchange.claims.as_ref().map(|c| c.account_id.clone()));
+    let sides = interface.canary.as_ref().map(|canary| {
+        crate::canary::choose(
+            &interface.version,
+            canary,
+            exchange.header(VERSION_HEADER),
+            balance_key.as_deref(),
+        )
+    });
     let outbound = Outbound {
         method: exchange.method.clone(),
         target,
@@ -291,12 +309,10 @@ async fn dispatch(
         service: service.clone(),
         interface: interface.code.clone(),
         balance: interface.balance,
-        balance_key: exchange
-            .param("customer_no")
-            .map(str::to_owned)
-            .or_else(|| exchange.claims.as_ref().map(|c| c.account_id.clone())),
+        balance_key,
         idempotent: interface.idempotent,
         timeout: Duration::from_millis(interface.timeout_ms),
+        sides,
     };
     let (slot, waited) = shared
         .gates
@@ -315,6 +331,7 @@ async fn dispatch(
         headers,
         mut body,
         instance,
+        version,
     } = answer?;
     exchange.upstream = Some(instance);
     if let Some(rules) = rules {
@@ -330,6 +347,13 @@ async fn dispatch(
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
+    if let Some(version) = version {
+        // Which side of the canary answered: the caller sees it, the metrics count it.
+        shared.metrics.served_version(&interface.code, &version);
+        if let Ok(value) = HeaderValue::from_str(&version) {
+            response.headers_mut().insert(VERSION_HEADER, value);
+        }
+    }
     Ok(response)
 }
 
@@ -433,4 +457,29 @@ fn record(
         bytes_in: exchange.body.len(),
         bytes_out: response.body().size_hint().exact().unwrap_or(0) as usize,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_from_trusted_ranges_only() {
+        let trusted = TrustedProxies::parse(&["10.0.0.0/8", "fd00::/8"]).unwrap();
+        let forwarded = HeaderValue::from_static("203.0.113.9, 10.1.1.1, 10.2.2.2");
+        let ip = |peer: &str, header: Option<&HeaderValue>| {
+            client_ip(peer.parse().unwrap(), header, &trusted)
+        };
+        // Behind two proxies of the range: the hop before them.
+        assert_eq!(ip("10.9.9.9", Some(&forwarded)), "203.0.113.9");
+        assert_eq!(ip("fd00::5", Some(&forwarded)), "203.0.113.9");
+        // A peer outside the range is the client, whatever it claims.
+        assert_eq!(ip("192.0.2.1", Some(&forwarded)), "192.0.2.1");
+        assert_eq!(ip("10.9.9.9", None), "10.9.9.9");
+        // Every hop trusted: the first one; a hop that is no address is not a proxy.
+        let all = HeaderValue::from_static("10.0.0.1, 10.0.0.2");
+        assert_eq!(ip("10.9.9.9", Some(&all)), "10.0.0.1");
+        let odd = HeaderValue::from_static("198.51.100.7, unknown, 10.0.0.2");
+        assert_eq!(ip("10.9.9.9", Some(&odd)), "unknown");
+    }
 }

@@ -1,6 +1,7 @@
 //! The Python binding: ``gridgate._engine.Engine``. Every call releases the GIL while the
 //! engine works; the request path never takes it.
 
+use std::os::fd::FromRawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -33,12 +34,28 @@ impl PyEngine {
         })
     }
 
-    /// Listen and serve on the engine's own threads; ``(host, port)`` bound.
-    fn start(&self, py: Python<'_>) -> PyResult<(String, u16)> {
+    /// Serve on the engine's own threads; ``(host, port)`` served. ``fd``: a listening TCP
+    /// socket's descriptor the engine takes over (and closes when it stops); without it the
+    /// engine binds the config's ``host:port`` itself.
+    #[pyo3(signature = (fd = None))]
+    fn start(&self, py: Python<'_>, fd: Option<i32>) -> PyResult<(String, u16)> {
+        let listening = match fd {
+            // SAFETY: the caller hands over a descriptor it owns and no longer uses (Python
+            // passes ``os.dup`` of its socket), so this is its only owner from now on.
+            Some(fd) if fd >= 0 => Some(unsafe { std::net::TcpListener::from_raw_fd(fd) }),
+            Some(fd) => return Err(PyValueError::new_err(format!("bad descriptor {fd}"))),
+            None => None,
+        };
         let address = py
-            .detach(|| self.engine().start())
+            .detach(|| self.engine().start_on(listening))
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         Ok((address.ip().to_string(), address.port()))
+    }
+
+    /// The control plane's readiness answer (``ready`` and its JSON body) and its own
+    /// Prometheus series, served on ``/readyz`` and ``/metrics`` while fresh (10 s).
+    fn report_probes(&self, ready: bool, body: Vec<u8>, metrics: String) {
+        self.engine().shared.report_probes(ready, body, metrics);
     }
 
     /// Compile and swap in a snapshot document (JSON bytes); its version.
@@ -53,6 +70,16 @@ impl PyEngine {
         self.engine().shared.tokens.revoke(session_id, until);
     }
 
+    /// How many tokens named a key the JWKS did not hold (the JWKS is then fetched again).
+    #[getter]
+    fn unknown_keys(&self) -> u64 {
+        self.engine()
+            .shared
+            .tokens
+            .unknown_keys
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The version of the snapshot serving now (0 before the first one).
     #[getter]
     fn version(&self) -> u64 {
@@ -61,11 +88,7 @@ impl PyEngine {
 
     /// The Prometheus text of the engine's series.
     fn metrics(&self) -> String {
-        let engine = self.engine();
-        engine
-            .shared
-            .metrics
-            .render(&engine.shared.access_log.counters)
+        self.engine().shared.render_metrics()
     }
 
     /// Stop listening; running requests get ``grace_s`` seconds to finish.

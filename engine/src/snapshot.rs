@@ -12,8 +12,10 @@ use ed25519_dalek::VerifyingKey;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::canary::Canary;
 use crate::dispatch::Balance;
 use crate::fields::{FieldFilter, FieldRule};
+use crate::health::Probe;
 use crate::route::Router;
 use crate::user_auth::keys_from_jwks;
 
@@ -58,6 +60,23 @@ pub struct InterfaceDoc {
     pub client_rate_limit_per_s: Option<u32>,
     #[serde(default)]
     pub account_rate_limit_per_s: Option<u32>,
+    /// The stable version: what instances without a version of their own serve.
+    #[serde(default = "stable_version")]
+    pub version: String,
+    /// A canary version taking a share of the calls (see [`crate::canary`]).
+    #[serde(default)]
+    pub canary: Option<CanaryDoc>,
+}
+
+/// ``{"version": "2", "percent": 10}``: the canary version and its share of the calls.
+#[derive(Deserialize, Debug, Clone)]
+pub struct CanaryDoc {
+    pub version: String,
+    pub percent: u32,
+}
+
+fn stable_version() -> String {
+    "1".into()
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -65,6 +84,16 @@ pub struct PermissionDoc {
     pub channel: String,
     pub interface: String,
     pub min_level: u8,
+}
+
+/// What components and functions ask of an interface on one channel (permissions/levels.py):
+/// at least ``min_level`` there, or (null) refused there. Unlike a [`PermissionDoc`], it does
+/// not close the interface to other channels.
+#[derive(Deserialize, Debug, Clone)]
+pub struct LevelDoc {
+    pub channel: String,
+    pub interface: String,
+    pub min_level: Option<u8>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -78,7 +107,7 @@ pub struct FieldRuleDoc {
 }
 
 /// A registry instance (registry/client.py ``InstanceInfo``).
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Deserialize, Debug, Clone)]
 pub struct Instance {
     pub instance_id: String,
     pub host: String,
@@ -87,6 +116,33 @@ pub struct Instance {
     pub weight: u32,
     #[serde(default = "healthy")]
     pub healthy: bool,
+    /// The version it serves (registry metadata ``version``); none: the stable version of
+    /// whichever interface calls it.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// What the active health check asks for (registry metadata ``health_path``); none:
+    /// [`DEFAULT_HEALTH_PATH`].
+    #[serde(default)]
+    pub health_path: Option<String>,
+    /// The active health check's verdict on its address, attached when the snapshot is
+    /// loaded (none while checks are off: healthy).
+    #[serde(skip)]
+    pub probe: Option<Arc<Probe>>,
+}
+
+/// The health path of an instance that names none.
+pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
+
+impl Instance {
+    /// Whether the active health check lets it serve.
+    pub fn probed_healthy(&self) -> bool {
+        self.probe.as_ref().is_none_or(|p| p.healthy())
+    }
+
+    /// Whether it serves ``version`` for an interface whose stable version is ``stable``.
+    pub fn serves(&self, version: &str, stable: &str) -> bool {
+        self.version.as_deref().unwrap_or(stable) == version
+    }
 }
 
 fn full_weight() -> u32 {
@@ -123,6 +179,8 @@ pub struct Document {
     pub interfaces: Vec<InterfaceDoc>,
     #[serde(default)]
     pub permissions: Vec<PermissionDoc>,
+    #[serde(default)]
+    pub levels: Vec<LevelDoc>,
     /// Rules as stored (compiled here) …
     #[serde(default)]
     pub field_rules: Vec<FieldRuleDoc>,
@@ -190,6 +248,9 @@ pub struct Interface {
     pub scope: Option<Scope>,
     pub client_rate_limit_per_s: Option<u32>,
     pub account_rate_limit_per_s: Option<u32>,
+    /// The stable version, and the canary when one is set.
+    pub version: Arc<str>,
+    pub canary: Option<Canary>,
 }
 
 /// One consistent compiled policy.
@@ -201,6 +262,10 @@ pub struct Snapshot {
     pub channels: HashMap<String, Channel>,
     pub perm_levels: HashMap<(String, String), u8>,
     pub permissioned: HashSet<String>,
+    /// (channel, interface) → the level components and functions ask there; None refuses.
+    pub levels: HashMap<(String, String), Option<u8>>,
+    /// The interfaces with at least one entry in ``levels``.
+    pub leveled: HashSet<String>,
     pub filters: HashMap<(String, Option<String>), Arc<FieldFilter>>,
     /// Per service: the healthy instances in address order, all of them when none is.
     pub instances: HashMap<String, Arc<Vec<Instance>>>,
@@ -217,6 +282,19 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// An instance's health path, checked: absolute (a missing leading ``/`` is added).
+fn health_path(instance: &Instance) -> Result<String, String> {
+    let path = match instance.health_path.as_deref() {
+        None | Some("") => return Ok(DEFAULT_HEALTH_PATH.to_owned()),
+        Some(path) if path.starts_with('/') => path.to_owned(),
+        Some(path) => format!("/{path}"),
+    };
+    match path.parse::<http::uri::PathAndQuery>() {
+        Ok(_) => Ok(path),
+        Err(_) => Err(format!("health_path {path:?} is not a URL path")),
+    }
 }
 
 impl Snapshot {
@@ -250,9 +328,15 @@ impl Snapshot {
                     None => Some(Scope::Body(String::new())),
                 },
             };
+            let canary = doc
+                .canary
+                .map(|canary| Canary::new(&doc.code, &doc.version, canary))
+                .transpose()?;
             interfaces.push(Interface {
                 balance: Balance::parse(&doc.balancer)
                     .ok_or_else(|| format!("interface {}: unknown balancer", doc.code))?,
+                version: doc.version.into(),
+                canary,
                 code: doc.code,
                 method: doc.method,
                 enabled: doc.enabled,
@@ -302,6 +386,15 @@ impl Snapshot {
             .keys()
             .map(|(_, interface)| interface.clone())
             .collect();
+        let levels: HashMap<(String, String), Option<u8>> = document
+            .levels
+            .into_iter()
+            .map(|l| ((l.channel, l.interface), l.min_level))
+            .collect();
+        let leveled = levels
+            .keys()
+            .map(|(_, interface)| interface.clone())
+            .collect();
         // The rules for every channel come first, then a channel's own (snapshot.py).
         let mut general: HashMap<String, Vec<FieldRule>> = HashMap::new();
         let mut specific: HashMap<(String, String), Vec<FieldRule>> = HashMap::new();
@@ -340,14 +433,19 @@ impl Snapshot {
             .instances
             .into_iter()
             .map(|(service, mut every)| {
+                for instance in &mut every {
+                    instance.health_path = Some(health_path(instance).map_err(|e| {
+                        format!("instance {} of {service}: {e}", instance.instance_id)
+                    })?);
+                }
                 every.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
                 let healthy: Vec<Instance> = every.iter().filter(|i| i.healthy).cloned().collect();
-                (
+                Ok((
                     service,
                     Arc::new(if healthy.is_empty() { every } else { healthy }),
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         let keys = match &document.jwks {
             Some(jwks) => keys_from_jwks(jwks),
             None => HashMap::new(),
@@ -369,6 +467,8 @@ impl Snapshot {
             channels,
             perm_levels,
             permissioned,
+            levels,
+            leveled,
             filters,
             instances,
             keys,
@@ -398,14 +498,147 @@ impl Snapshot {
     }
 
     /// The level a caller on ``channel`` needs for ``interface``; None when the channel may not.
+    /// The interface permission says which channels may call; ``levels`` only raise the
+    /// level on their channel, or refuse there (gateway/stages.py ``required_level``).
     pub fn required_level(&self, channel: &str, interface: &Interface) -> Option<u8> {
         let mut required = interface.min_level;
-        if self.permissioned.contains(&interface.code) {
-            let granted = self
-                .perm_levels
-                .get(&(channel.to_owned(), interface.code.clone()))?;
-            required = required.max(*granted);
+        let permissioned = self.permissioned.contains(&interface.code);
+        let leveled = self.leveled.contains(&interface.code);
+        if !permissioned && !leveled {
+            return Some(required);
+        }
+        let key = (channel.to_owned(), interface.code.clone());
+        if permissioned {
+            required = required.max(*self.perm_levels.get(&key)?);
+        }
+        if leveled && let Some(floor) = self.levels.get(&key) {
+            required = required.max((*floor)?);
         }
         Some(required)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn snapshot(permissions: serde_json::Value, levels: serde_json::Value) -> Snapshot {
+        let interface = |code: &str, path: &str| {
+            json!({"code": code, "method": "GET", "path": path, "enabled": true,
+                   "requires_client_auth": true, "min_level": 1, "idempotent": true,
+                   "timeout_ms": 1000, "target_service": "svc", "balancer": "round_robin",
+                   "channels": ["app", "web"]})
+        };
+        let document = json!({
+            "version": 1, "revision": 1,
+            "interfaces": [interface("bills", "/bills"), interface("pay", "/pay")],
+            "permissions": permissions, "levels": levels,
+        });
+        Snapshot::from_json(document.to_string().as_bytes()).expect("compiles")
+    }
+
+    #[test]
+    fn a_level_raises_the_level_on_its_channel_only() {
+        let snapshot = snapshot(
+            json!([]),
+            json!([{"channel": "app", "interface": "bills", "min_level": 2}]),
+        );
+        let [bills, pay] = [&snapshot.interfaces[0], &snapshot.interfaces[1]];
+        assert_eq!(snapshot.required_level("app", bills), Some(2));
+        // Not a permission: other channels (and calls without one) keep the interface's.
+        assert_eq!(snapshot.required_level("web", bills), Some(1));
+        assert_eq!(snapshot.required_level("", bills), Some(1));
+        assert_eq!(snapshot.required_level("app", pay), Some(1));
+    }
+
+    #[test]
+    fn a_null_level_refuses_on_its_channel_and_permissions_still_close() {
+        let snapshot = snapshot(
+            json!([{"channel": "app", "interface": "pay", "min_level": 0},
+                   {"channel": "web", "interface": "pay", "min_level": 0}]),
+            json!([{"channel": "app", "interface": "pay", "min_level": null},
+                   {"channel": "app", "interface": "bills", "min_level": 0}]),
+        );
+        let [bills, pay] = [&snapshot.interfaces[0], &snapshot.interfaces[1]];
+        assert_eq!(snapshot.required_level("app", pay), None);
+        assert_eq!(snapshot.required_level("web", pay), Some(1));
+        assert_eq!(snapshot.required_level("other", pay), None); // no permission
+        // A level below the interface's never lowers it.
+        assert_eq!(snapshot.required_level("app", bills), Some(1));
+    }
+
+    fn compile(
+        interface: serde_json::Value,
+        instance: serde_json::Value,
+    ) -> Result<Snapshot, String> {
+        let mut base = serde_json::json!({
+            "code": "i", "method": "GET", "path": "/x", "enabled": true,
+            "requires_client_auth": false, "min_level": 0, "idempotent": true,
+            "timeout_ms": 1000, "target_service": "svc", "balancer": "round_robin",
+        });
+        base.as_object_mut()
+            .unwrap()
+            .extend(interface.as_object().unwrap().clone());
+        let mut one = serde_json::json!({"instance_id": "a", "host": "127.0.0.1", "port": 1});
+        one.as_object_mut()
+            .unwrap()
+            .extend(instance.as_object().unwrap().clone());
+        let document = serde_json::json!({
+            "version": 1, "revision": 1, "interfaces": [base], "instances": {"svc": [one]},
+        });
+        Snapshot::from_json(document.to_string().as_bytes())
+    }
+
+    #[test]
+    fn versions_and_health_paths_default_for_older_documents() {
+        let snapshot = compile(serde_json::json!({}), serde_json::json!({})).unwrap();
+        assert_eq!(&*snapshot.interfaces[0].version, "1");
+        assert!(snapshot.interfaces[0].canary.is_none());
+        let instance = &snapshot.instances["svc"][0];
+        assert_eq!(instance.version, None);
+        assert_eq!(instance.health_path.as_deref(), Some("/healthz"));
+        assert!(instance.serves("1", "1") && !instance.serves("2", "1"));
+        let null = compile(
+            serde_json::json!({"canary": null}),
+            serde_json::json!({"version": null, "health_path": null}),
+        )
+        .unwrap();
+        assert_eq!(
+            null.instances["svc"][0].health_path.as_deref(),
+            Some("/healthz")
+        );
+    }
+
+    #[test]
+    fn a_canary_and_a_health_path_are_compiled_or_refused_clearly() {
+        let snapshot = compile(
+            serde_json::json!({"version": "7", "canary": {"version": "8", "percent": 25}}),
+            serde_json::json!({"version": "8", "health_path": "status/live"}),
+        )
+        .unwrap();
+        let canary = snapshot.interfaces[0].canary.as_ref().unwrap();
+        assert_eq!((&*canary.version, canary.percent), ("8", 25));
+        assert_eq!(
+            snapshot.instances["svc"][0].health_path.as_deref(),
+            Some("/status/live")
+        );
+        let error = compile(
+            serde_json::json!({"canary": {"version": "2", "percent": 101}}),
+            serde_json::json!({}),
+        )
+        .err()
+        .unwrap();
+        assert!(error.contains("canary percent 101"), "{error}");
+        let error = compile(
+            serde_json::json!({}),
+            serde_json::json!({"health_path": "/a b"}),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            error,
+            "instance a of svc: health_path \"/a b\" is not a URL path"
+        );
     }
 }

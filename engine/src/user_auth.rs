@@ -6,6 +6,7 @@
 //! until it expires; expiry and revocation are checked again on every use.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -139,7 +140,7 @@ pub fn verify_token(
         .get("kid")
         .and_then(Value::as_str)
         .and_then(|kid| keys.get(kid))
-        .ok_or_else(|| invalid("unknown signing key"))?;
+        .ok_or_else(|| invalid(UNKNOWN_KEY))?;
     let signature = URL_SAFE_NO_PAD
         .decode(sig64)
         .ok()
@@ -216,7 +217,11 @@ pub struct TokenCache {
     revoked: DashMap<String, f64>,
     /// The key ids the cache was filled under: a key change forgets every token.
     kids: Mutex<Vec<(String, [u8; 32])>>,
+    /// Tokens refused because their ``kid`` is not among the keys (read by the control plane).
+    pub unknown_keys: AtomicU64,
 }
+
+const UNKNOWN_KEY: &str = "unknown signing key";
 
 impl Default for TokenCache {
     fn default() -> Self {
@@ -224,6 +229,7 @@ impl Default for TokenCache {
             verified: DashMap::new(),
             revoked: DashMap::new(),
             kids: Mutex::new(Vec::new()),
+            unknown_keys: AtomicU64::new(0),
         }
     }
 }
@@ -288,7 +294,16 @@ impl TokenCache {
             drop(cached);
             self.verified.remove(token);
         }
-        let claims = Arc::new(verify_token(token, keys, policy, now)?);
+        let claims = match verify_token(token, keys, policy, now) {
+            Ok(claims) => Arc::new(claims),
+            Err(GatewayError::InvalidToken(reason)) if reason == UNKNOWN_KEY => {
+                // A key the JWKS did not have at the last fetch: the control plane fetches
+                // it again early (a rotation), as it sees this count move.
+                self.unknown_keys.fetch_add(1, Ordering::Relaxed);
+                return Err(GatewayError::InvalidToken(reason));
+            }
+            Err(error) => return Err(error),
+        };
         if self.is_revoked(&claims.session_id, revoked, policy, now) {
             return Err(invalid("session revoked"));
         }

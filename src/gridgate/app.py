@@ -25,6 +25,7 @@ from gridgate.accounts.app import JWKS_PATH, build_accounts
 from gridgate.accounts.parts import AccountsParts
 from gridgate.catalog.routes import router as catalog_router
 from gridgate.errors import NotFound, install_problem_handlers
+from gridgate.gateway.plane import EngineListener
 from gridgate.gateway.service import GatewayParts, Job
 from gridgate.logs.routes import router as logs_router
 from gridgate.logs.service import LogParts
@@ -34,6 +35,7 @@ from gridgate.permissions.routes import router as permissions_router
 from gridgate.registry.node import node_tasks
 from gridgate.registry.routes import FastRoutes, registry_routes
 from gridgate.runtime import Runtime
+from gridgate.server import ListenerApp
 from gridgate.settings import Settings
 from gridgate.web.deps import ADMIN_PREFIX
 from gridgate.web.health import Check, Verdict, probe_routes
@@ -165,7 +167,7 @@ def build_admin(runtime: Runtime, accounts: AccountsParts | None = None) -> ASGI
     )
 
 
-def build_gateway(runtime: Runtime, parts: GatewayParts | None = None) -> ASGIApp:
+def build_gateway(runtime: Runtime, parts: GatewayParts | None = None) -> ListenerApp:
     """The channel-facing listener (unified service entry): the request path of the gateway."""
     return build_role("gateway", runtime, gateway=parts).app
 
@@ -195,7 +197,7 @@ def _no_jobs(_urls: Mapping[str, str]) -> list[Job]:
 class RoleApp:
     """A role's ASGI app, and its background jobs once the listeners' URLs are known."""
 
-    app: ASGIApp
+    app: ListenerApp
     #: Given the URL of each role's listener in this process (``registry``, ``accounts`` …).
     jobs: Callable[[Mapping[str, str]], list[Job]] = _no_jobs
 
@@ -225,18 +227,23 @@ def build_role(
         checks: dict[str, Check] = {"database": runtime.db.ping, "catalog": catalog_loaded}
         if parts.logs.shared:
             checks["log_pipeline"] = _log_pipeline_check(parts.logs, settings)
+
+        def gateway_jobs(urls: Mapping[str, str]) -> list[Job]:
+            return parts.jobs(
+                registries(urls),
+                jwks_url=urls["accounts"] + JWKS_PATH if "accounts" in urls else None,
+                log_pipeline=log_pipeline,
+            )
+
+        if parts.engine:
+            # The Rust engine serves the socket, probes included; this process feeds it.
+            listener = EngineListener(parts, checks)
+            return RoleApp(listener, lambda urls: [*gateway_jobs(urls), *listener.jobs()])
         probes = Starlette(routes=probe_routes("gateway", checks))
         # The gateway's own server answers the request path; the probes keep the listener
         # middleware (trace ids, listener metrics) like every other listener's.
         gateway_app = parts.app(wrap_listener(probes, "gateway", settings.gateway_max_body_bytes))
-        return RoleApp(
-            gateway_app,
-            lambda urls: parts.jobs(
-                registries(urls),
-                jwks_url=urls["accounts"] + JWKS_PATH if "accounts" in urls else None,
-                log_pipeline=log_pipeline,
-            ),
-        )
+        return RoleApp(gateway_app, gateway_jobs)
     if role == "registry":
         return RoleApp(
             build_registry(runtime),
@@ -269,27 +276,24 @@ _LAG_CHECK_TIMEOUT_S = 1.0
 
 
 def _log_pipeline_check(logs: LogParts, settings: Settings) -> Check:
-    """The gateway's ``log_pipeline`` check: how long the oldest record waits in the shared
-    buffer for ``gridgate serve logs``. A warning past ``log_lag_warning_s``; failing only past
-    ``log_lag_fail_s`` when set (customers are served without the log pipeline)."""
+    """The gateway's ``log_pipeline`` check: whether ``gridgate serve logs`` keeps up with the
+    shared buffer (:meth:`LogParts.state`). A warning past ``log_lag_warning_s`` or when records
+    were trimmed unread; failing only past ``log_lag_fail_s`` when set (customers are served
+    without the log pipeline)."""
 
     async def check() -> Verdict:
         try:
-            age = await asyncio.wait_for(logs.lag_s(), _LAG_CHECK_TIMEOUT_S)
+            state = await asyncio.wait_for(
+                logs.state(warning_s=settings.log_lag_warning_s, fail_s=settings.log_lag_fail_s),
+                _LAG_CHECK_TIMEOUT_S,
+            )
         except Exception as exc:  # Redis away: say so, the gateway stays up
             return Verdict("warning", f"log buffer unreadable ({type(exc).__name__})")
-        if age is None:
-            return Verdict("ok")
-        detail = f"oldest unbatched access-log record waits {age:.0f} s (is serve logs running?)"
-        if settings.log_lag_fail_s is not None and age > settings.log_lag_fail_s:
-            return Verdict("failing", detail)
-        if age > settings.log_lag_warning_s:
-            return Verdict("warning", detail)
-        return Verdict("ok")
+        return Verdict(state.status, state.detail)
 
     return check
 
 
-def build_app(role: str, runtime: Runtime) -> ASGIApp:
+def build_app(role: str, runtime: Runtime) -> ListenerApp:
     """The ASGI app of ``role``."""
     return build_role(role, runtime).app

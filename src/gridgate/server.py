@@ -10,17 +10,25 @@ import socket
 import sys
 from collections.abc import Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
-from gridgate.web.connections import ConnectionBudget, ConnectionGuard
+from gridgate.web.connections import ConnectionBudget, ConnectionGuard, ConnectionPolicy
 from gridgate.web.http1 import BACKLOG, KEEP_ALIVE_S, Handler, HttpServer
 from gridgate.web.uvicorn_protocol import guarded_protocol
 
-__all__ = ["Listener", "ListenerError", "bind", "serve", "tune_for_serving"]
+__all__ = [
+    "Listener",
+    "ListenerApp",
+    "ListenerError",
+    "SelfServed",
+    "bind",
+    "serve",
+    "tune_for_serving",
+]
 
 _log = structlog.get_logger("gridgate.server")
 #: Allocations between two collections of the youngest generation (CPython's default: 700).
@@ -49,13 +57,32 @@ class ListenerError(Exception):
     """A listener could not be opened (port taken, address not available …)."""
 
 
+@runtime_checkable
+class SelfServed(Protocol):
+    """A listener that serves its socket itself: the gateway's Rust engine."""
+
+    async def start(self, sock: socket.socket, policy: ConnectionPolicy) -> None:
+        """Serve ``sock`` (bound and listening) within ``policy``'s caps."""
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stop accepting; running requests get ``timeout_s`` to finish."""
+
+    def abort(self) -> None:
+        """Close every connection now."""
+
+
+#: What a listener serves: an ASGI app (uvicorn), a :class:`Handler` (gridgate's own
+#: HTTP/1.1 server) or a :class:`SelfServed` listener.
+ListenerApp: TypeAlias = ASGIApp | SelfServed
+
+
 @dataclass(slots=True)
 class Listener:
-    """One named app on one socket: ASGI (served by uvicorn) or a :class:`Handler` (served by
-    gridgate's own HTTP/1.1 server)."""
+    """One named app on one socket: ASGI (served by uvicorn), a :class:`Handler` (served by
+    gridgate's own HTTP/1.1 server) or a :class:`SelfServed` listener (the engine)."""
 
     name: str
-    app: ASGIApp
+    app: ListenerApp
     host: str
     port: int
     sock: socket.socket | None = field(default=None, repr=False)
@@ -130,8 +157,12 @@ async def serve(
     policies = connections.plan([listener.name for listener in listeners])
     servers = []
     native: list[tuple[HttpServer, Listener]] = []
+    engines: list[tuple[SelfServed, Listener, ConnectionPolicy]] = []
     guards: list[ConnectionGuard] = []
     for listener, policy in zip(listeners, policies, strict=True):
+        if isinstance(listener.app, SelfServed):  # it enforces the policy itself
+            engines.append((listener.app, listener, policy))
+            continue
         guard = ConnectionGuard(listener.name, policy)
         guards.append(guard)
         if isinstance(listener.app, Handler):
@@ -159,6 +190,8 @@ async def serve(
                 server.force_exit = True
             for native_server, _ in native:
                 native_server.abort()
+            for engine, _, _ in engines:
+                engine.abort()
         stopping.set()
         for server, _ in servers:
             server.should_exit = True
@@ -169,6 +202,14 @@ async def serve(
         await stopping.wait()
         await server.stop(shutdown_timeout_s)
 
+    async def serve_engine(
+        engine: SelfServed, listener: Listener, policy: ConnectionPolicy
+    ) -> None:
+        assert listener.sock is not None, "bind() the listeners first"  # noqa: S101
+        await engine.start(listener.sock, policy)
+        await stopping.wait()
+        await engine.stop(shutdown_timeout_s)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
     tune_for_serving()  # the sockets listen already: callers queue meanwhile
@@ -177,6 +218,7 @@ async def serve(
         for server, lst in servers
     ]
     tasks += [asyncio.create_task(serve_native(server, lst)) for server, lst in native]
+    tasks += [asyncio.create_task(serve_engine(*engine)) for engine in engines]
     tasks += [asyncio.create_task(job(stopping)) for job in background]
     try:
         await asyncio.gather(*tasks)

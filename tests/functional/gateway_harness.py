@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
-from gridgate.app import build_gateway
 from gridgate.catalog.schemas import (
     Authorizations,
     BusinessSystemCreate,
@@ -26,6 +24,7 @@ from gridgate.catalog.schemas import (
     InterfaceCreate,
 )
 from gridgate.catalog.services import CatalogService
+from gridgate.gateway.plane import EngineListener
 from gridgate.gateway.service import GatewayParts
 from gridgate.gateway.signing import signed_headers
 from gridgate.gateway.tokens import JwksVerifier, MemoryRevocationList
@@ -34,8 +33,8 @@ from gridgate.permissions.services import PermissionService
 from gridgate.registry.client import InstanceInfo
 from gridgate.registry.outlier import OutlierDetector
 from gridgate.runtime import Runtime
-from gridgate.web.http1 import Handler, HttpServer
 from tests.conftest import make_settings
+from tests.support.engine import serving
 
 APP_SECRET = "app-secret-for-gateway-tests-0001"
 ISSUER, AUDIENCE = "gridgate-accounts", "gridgate"
@@ -88,6 +87,9 @@ class StaticInstances:
     def instances(self, service: str) -> list[InstanceInfo]:
         return list(self.by_service.get(service, []))
 
+    def every(self, service: str) -> list[InstanceInfo]:
+        return self.instances(service)
+
     def report(self, instance_id: str, *, ok: bool) -> None:
         if ok:
             self.outlier.record_success(instance_id)
@@ -105,6 +107,16 @@ class Gateway:
     source: StaticInstances
     key: Ed25519PrivateKey
     url: str
+    listener: EngineListener
+
+    async def sync(self) -> None:
+        """Push what the harness changed (catalog, instances) to the engine now."""
+        await self.parts.holder.refresh()
+        await self.listener.sync()
+
+    async def instances(self, service: str, found: list[InstanceInfo]) -> None:
+        self.source.by_service[service] = found
+        await self.listener.sync()
 
     async def interface(self, code: str, path: str, method: str = "GET", **fields: Any) -> None:
         channels = fields.pop("channels", ["app"])
@@ -125,18 +137,18 @@ class Gateway:
                 )
             )
             await catalog.set_authorizations(code, Authorizations(channels=channels))
-        await self.parts.holder.refresh()
+        await self.sync()
 
     async def permit(self, action: str, data: Any) -> None:
         async with self.runtime.db.transaction() as session:
             await getattr(PermissionService(session, Actor("test")), action)(data)
-        await self.parts.holder.refresh()
+        await self.sync()
 
     async def change(self, action: str, *args: Any) -> None:
         async with self.runtime.db.transaction() as session:
             catalog = CatalogService(session, self.runtime.box, Actor("test"))
             await getattr(catalog, action)(*args)
-        await self.parts.holder.refresh()
+        await self.sync()
 
     def token(
         self,
@@ -195,11 +207,20 @@ def upstreams() -> Iterator[dict[str, Upstream]]:
 
 @pytest.fixture
 async def gateway(
-    tmp_path: Path, sqlite_template: Path, upstreams: dict[str, Upstream]
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sqlite_template: Path,
+    upstreams: dict[str, Upstream],
 ) -> AsyncIterator[Gateway]:
     shutil.copy(sqlite_template, tmp_path / "gridgate.db")
+    # A test may set more: @pytest.mark.gateway_settings(gateway_max_nonces=1000).
+    marker = request.node.get_closest_marker("gateway_settings")
     runtime = Runtime.build(
-        make_settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'gridgate.db'}")
+        make_settings(
+            tmp_path,
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'gridgate.db'}",
+            **(marker.kwargs if marker else {}),
+        )
     )
     key = Ed25519PrivateKey.generate()
     jwk = OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
@@ -230,20 +251,17 @@ async def gateway(
             ChannelCreate.model_validate({"code": "web", "name": "Web", "type": "web"}),
             secret="web-secret-for-gateway-tests",
         )
-    # The gateway's own HTTP/1.1 server on a real socket, as `gridgate serve gateway` runs it.
-    app = build_gateway(runtime, parts)
-    assert isinstance(app, Handler)
-    server = HttpServer(app)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    await server.start(sock)
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    # The engine on a real socket, as `gridgate serve gateway` runs it.
+    await parts.holder.refresh()
+    listener = EngineListener(parts, {}, source=source)
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-            harness = Gateway(runtime, parts, client, source, key, base_url)
+        async with (
+            serving(listener) as base_url,
+            httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+        ):
+            harness = Gateway(runtime, parts, client, source, key, base_url, listener)
             await harness.interface("t.ok", "/api/v1/t/{customer_no}/ok")
             yield harness
     finally:
-        await server.stop(1)
         await parts.dispatcher.close()
         await runtime.close()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from gridgate.accounts import routes as accounts_routes
+from gridgate.accounts import schemas as accounts_schemas
 from gridgate.app import build_registry
 from gridgate.runtime import Runtime
 
@@ -183,7 +183,7 @@ async def test_account_search_with_non_ascii_digits_is_422(
 def test_account_number_fields_take_ascii_digits_only(field: str, good: str, odd: str) -> None:
     # The request fields of the accounts service (sign-in, SMS codes, bindings): a regex \d
     # takes any Unicode digit, in Python and in pydantic's Rust engine alike.
-    adapter: TypeAdapter[str] = TypeAdapter(getattr(accounts_routes, field))
+    adapter: TypeAdapter[str] = TypeAdapter(getattr(accounts_schemas, field))
     assert adapter.validate_python(good) == good
     with pytest.raises(ValidationError):
         adapter.validate_python(odd)

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from gridgate.catalog.services import CatalogService
 from gridgate.operators.audit import Actor
@@ -180,6 +180,11 @@ async def test_duplicate_codes_conflict(admin: httpx.AsyncClient) -> None:
         ("channels", {**APP, "allowed_ips": ["10.0.0.1", "not-an-ip"]}, "allowed_ips.1"),
         ("channels", {**APP, "type": "fax"}, "type"),
         ("channels", {**APP, "port": -1}, "port"),
+        ("channels", {**APP, "port": 8443}, "port"),  # removed: any value is refused
+        ("interfaces", {**BILLS, "canary_version": "v 2"}, "canary_version"),
+        ("interfaces", {**BILLS, "canary_version": "1"}, "canary_version"),  # the version
+        ("interfaces", {**BILLS, "canary_percent": 101}, "canary_percent"),
+        ("interfaces", {**BILLS, "canary_percent": 10}, "canary_percent"),  # no canary_version
         ("interfaces", {**BILLS, "timeout_ms": 0}, "timeout_ms"),
         ("interfaces", {**BILLS, "timeout_ms": 600_000}, "timeout_ms"),
         ("interfaces", {**BILLS, "path": "api/v1/x"}, "path"),
@@ -213,9 +218,27 @@ async def test_patch_refuses_null_for_required_fields(admin: httpx.AsyncClient) 
     await _create(admin, "channels", APP)
     answer = await admin.patch("/admin/v1/channels/app", json={"name": None})
     assert _problem(answer, 422, "request.invalid")["field"] == "name"
-    cleared = await admin.patch("/admin/v1/channels/app", json={"port": None, "enabled": False})
+    cleared = await admin.patch(
+        "/admin/v1/channels/app", json={"rate_limit_per_s": None, "enabled": False}
+    )
     assert cleared.status_code == 200
-    assert cleared.json()["port"] is None and cleared.json()["enabled"] is False
+    assert cleared.json()["rate_limit_per_s"] is None and cleared.json()["enabled"] is False
+
+
+async def test_a_channel_has_no_port(admin: httpx.AsyncClient, runtime: Runtime) -> None:
+    created = await _create(admin, "channels", APP)
+    assert "port" not in created
+    for body in ({"port": 8443}, {"port": None}, {"port": 8443, "name": "改名"}):
+        answer = await admin.patch("/admin/v1/channels/app", json=body)
+        problem = _problem(answer, 422, "request.invalid")
+        assert problem["field"] == "port"
+        assert "no longer part of the catalog" in problem["detail"]
+    assert (await admin.get("/admin/v1/channels/app")).json()["name"] == APP["name"]
+    async with runtime.db.transaction() as session:
+        columns = await session.run_sync(
+            lambda sync: [c["name"] for c in inspect(sync.connection()).get_columns("channels")]
+        )
+    assert "port" not in columns
 
 
 async def test_delete_referenced_conflicts_then_succeeds(admin: httpx.AsyncClient) -> None:
@@ -386,3 +409,47 @@ async def test_client_and_account_rate_limits_are_set_cleared_and_audited(
         "/admin/v1/interfaces/customer.bills", json={"client_rate_limit_per_s": 0}
     )
     assert _problem(refused, 422, "request.invalid")["field"] == "client_rate_limit_per_s"
+
+
+async def test_canary_settings_are_set_checked_cleared_and_audited(
+    admin: httpx.AsyncClient,
+) -> None:
+    await _create(admin, "business-systems", BILLING)
+    created = await _create(admin, "interfaces", BILLS)
+    assert (created["version"], created["canary_version"], created["canary_percent"]) == (
+        "1",
+        None,
+        0,
+    )
+    url = "/admin/v1/interfaces/customer.bills"
+    canary = await admin.patch(url, json={"canary_version": "2.0-rc1", "canary_percent": 10})
+    assert canary.status_code == 200, canary.text
+    assert (canary.json()["canary_version"], canary.json()["canary_percent"]) == ("2.0-rc1", 10)
+    event = (await admin.get("/admin/v1/audit", params={"action": "interface.update"})).json()[
+        "items"
+    ][0]
+    assert (event["before"]["canary_version"], event["after"]["canary_version"]) == (
+        None,
+        "2.0-rc1",
+    )
+    assert event["after"]["canary_percent"] == 10
+    # Checked against what is stored: the version may not become the canary's, a share needs
+    # a canary, and the percentage stays within 0-100.
+    for body, field in (
+        ({"version": "2.0-rc1"}, "version"),
+        ({"canary_version": "1"}, "canary_version"),
+        ({"canary_version": None}, "canary_percent"),
+        ({"canary_percent": -1}, "canary_percent"),
+        ({"canary_percent": None}, "canary_percent"),
+    ):
+        assert _problem(await admin.patch(url, json=body), 422, "request.invalid")["field"] == (
+            field
+        ), body
+    promoted = await admin.patch(
+        url, json={"version": "2.0-rc1", "canary_version": None, "canary_percent": 0}
+    )
+    assert promoted.status_code == 200, promoted.text
+    assert (promoted.json()["version"], promoted.json()["canary_version"]) == ("2.0-rc1", None)
+    # A canary with no share is allowed: it takes no calls by percentage.
+    header_only = await admin.patch(url, json={"canary_version": "3"})
+    assert header_only.status_code == 200 and header_only.json()["canary_percent"] == 0

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
 
 from gridgate.catalog.schemas import ChannelUpdate, InterfaceUpdate
-from tests.functional.gateway_harness import APP_SECRET, Gateway, Upstream
+from gridgate.gateway.tokens import JwksFetcher, JwksVerifier
+from tests.functional.gateway_harness import APP_SECRET, AUDIENCE, ISSUER, Gateway, Upstream
 
 OK = "/api/v1/t/3300000001/ok"
 
@@ -152,7 +159,7 @@ async def test_idempotent_calls_retry_once_on_another_instance(
     # u1 fails ("fail" path goes to u1 only through a dedicated service), u2 answers.
     failing = upstreams["u1"].info("mixed")
     healthy = upstreams["u2"].info("mixed")
-    gateway.source.by_service["mixed"] = [failing, healthy]
+    await gateway.instances("mixed", [failing, healthy])
     await gateway.change("create_business_system", _system("mixed"))
     for method in ("GET", "POST"):
         await gateway.interface(
@@ -178,7 +185,7 @@ async def test_connection_errors_retry_and_unavailable(
 ) -> None:
     dead = upstreams["u1"].info("flaky")
     dead = type(dead)("dead", "flaky", "127.0.0.1", _dead_port(), 100, None, {}, True)
-    gateway.source.by_service["flaky"] = [dead, upstreams["u2"].info("flaky")]
+    await gateway.instances("flaky", [dead, upstreams["u2"].info("flaky")])
     await gateway.change("create_business_system", _system("flaky"))
     await gateway.interface(
         "flaky.get", "/api/v1/flaky/ok", target_service="flaky", provider="flaky"
@@ -189,24 +196,52 @@ async def test_connection_errors_retry_and_unavailable(
     for _ in range(4):
         answer = await gateway.send("GET", "/api/v1/flaky/ok")
         assert answer.status_code == 200 and answer.json()["instance"] == "u2"
-    gateway.source.by_service["flaky"] = [dead]
+    await gateway.instances("flaky", [dead])
     _problem(await gateway.send("GET", "/api/v1/flaky/ok"), 503, "upstream.unavailable")
     _problem(await gateway.send("POST", "/api/v1/flaky/ok"), 503, "upstream.unavailable")
-    gateway.source.by_service["flaky"] = []
+    await gateway.instances("flaky", [])
     _problem(await gateway.send("GET", "/api/v1/flaky/ok"), 503, "upstream.unavailable")
 
 
 async def test_breaker_ejects_a_failing_instance(
     gateway: Gateway, upstreams: dict[str, Upstream]
 ) -> None:
-    gateway.source.by_service["solo"] = [upstreams["u1"].info("solo"), upstreams["u2"].info("solo")]
-    await gateway.change("create_business_system", _system("solo"))
-    await gateway.interface(
-        "solo.post", "/api/v1/solo/fail", method="POST", target_service="solo", provider="solo"
-    )
-    for _ in range(8):
-        await gateway.send("POST", "/api/v1/solo/fail")
-    assert gateway.source.outlier.ejected("u1") and gateway.source.outlier.ejected("u2")
+    calls: list[str] = []
+
+    class Failing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # its health check passes: only the calls fail
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            calls.append(self.path)
+            self.send_response(500)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        bad = type(upstreams["u1"].info())(
+            "bad", "solo", "127.0.0.1", server.server_address[1], 100, None, {}, True
+        )
+        await gateway.instances("solo", [bad, upstreams["u2"].info("solo")])
+        await gateway.change("create_business_system", _system("solo"))
+        await gateway.interface(
+            "solo.post", "/api/v1/solo/ok", method="POST", target_service="solo", provider="solo"
+        )
+        answers = [(await gateway.send("POST", "/api/v1/solo/ok")).status_code for _ in range(30)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Round robin sends every other call to the failing instance until it is ejected (a POST
+    # is never retried after a 500): without ejection it would have had 15 of the 30.
+    assert 0 < len(calls) < 10
+    assert answers[-10:] == [200] * 10
 
 
 async def test_timeout_is_504(gateway: Gateway) -> None:
@@ -271,14 +306,12 @@ async def test_catalog_reload_under_traffic(gateway: Gateway) -> None:
 async def test_access_log_and_bounded_metrics(gateway: Gateway) -> None:
     await gateway.send("GET", OK)
     await gateway.send("GET", "/api/v1/scanner/probe/12345")
-    await gateway.parts.logs.sink.flush()  # into the spool buffer of the log pipeline
-    spool = gateway.runtime.settings.data_dir / "log-spool"
-    lines = [
-        line.replace(" ", "")
-        for path in sorted(spool.rglob("*"))
-        if path.is_file()
-        for line in path.read_text(errors="replace").splitlines()
-    ]
+    # The engine's writer appends to the spool; the log pipeline's buffer follows it.
+    lines: list[str] = []
+    deadline = time.monotonic() + 10
+    while len(lines) < 2 and time.monotonic() < deadline:
+        entries = await gateway.parts.logs.buffer.read("test", 100, block_ms=100)
+        lines += [entry.data.decode().replace(" ", "") for entry in entries]
     assert any('"interface":"t.ok"' in line and '"status":200' in line for line in lines)
     assert any('"code":"not_found"' in line for line in lines)
     assert APP_SECRET not in "".join(lines)
@@ -298,3 +331,62 @@ def _dead_port() -> int:
     from tests.support.postgres import free_port  # noqa: PLC0415
 
     return free_port()
+
+
+async def test_a_token_of_a_new_signing_key_makes_the_gateway_fetch_the_jwks_early(
+    gateway: Gateway,
+) -> None:
+    # The accounts service signs with a new key as soon as it rotates: the engine refuses the
+    # first token of it, and its control plane fetches the JWKS again at once, not a minute
+    # later, so the next call passes.
+    first = dict(gateway.parts.verifier.jwks or {})  # type: ignore[union-attr]
+    new_key = Ed25519PrivateKey.generate()
+    rotated = {
+        "keys": [
+            *first["keys"],
+            {**OKPAlgorithm.to_jwk(new_key.public_key(), as_dict=True), "kid": "k2"},
+        ]
+    }
+    served = [first]
+
+    class Jwks(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data = json.dumps(served[-1]).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    verifier = gateway.parts.verifier
+    assert isinstance(verifier, JwksVerifier)
+    fetcher = JwksFetcher(
+        f"http://127.0.0.1:{server.server_address[1]}/jwks",
+        verifier,
+        interval_s=3600,
+        min_refresh_s=0.2,
+    )
+    stopping = asyncio.Event()
+    fetching = asyncio.create_task(fetcher.run(stopping))
+    try:
+        await asyncio.sleep(0.5)  # the first fetch: the old keys only
+        served.append(rotated)
+        now = int(time.time())
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "acc-1", "lvl": 0, "ch": "app"}
+        claims |= {"sid": "s9", "iat": now, "exp": now + 900, "cns": []}
+        token = jwt.encode(claims, new_key, algorithm="EdDSA", headers={"kid": "k2"})
+        _problem(await gateway.send("GET", OK, token=token), 401, "auth.invalid_token")
+        deadline = time.monotonic() + 10
+        while (await gateway.send("GET", OK, token=token)).status_code != 200:
+            assert time.monotonic() < deadline, "the new key never reached the engine"
+            await asyncio.sleep(0.1)
+    finally:
+        stopping.set()
+        await fetching
+        server.shutdown()
+        server.server_close()

@@ -15,10 +15,8 @@ import jwt
 from gridgate.accounts.app import JWKS_PATH
 from gridgate.internal_auth import InternalVerifier, internal_headers
 from gridgate.runtime import Runtime
+from tests.functional.accounts_harness import Client
 from tests.functional.gateway_harness import Gateway
-from tests.functional.test_accounts import Client, accounts, parts
-
-__all__ = ["accounts", "parts"]  # the fixtures of test_accounts, used here too
 
 OK = "/api/v1/t/3300000001/ok"
 

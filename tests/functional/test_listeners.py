@@ -2,40 +2,60 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from gridgate.app import ROLES, build_app, build_gateway
+from gridgate.gateway.plane import EngineListener
 from gridgate.gateway.service import GatewayParts
 from gridgate.runtime import Runtime
 from tests.conftest import make_settings
+from tests.support.engine import serving
 from tests.support.redis import RedisServer
 
 
-async def _client(role: str, runtime: Runtime) -> httpx.AsyncClient:
-    """A client of the role's listener; the gateway with its catalog loaded."""
-    if role == "gateway":
-        parts = GatewayParts.build(runtime)
+@contextlib.asynccontextmanager
+async def _client(
+    role: str, runtime: Runtime, *, catalog: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the role's listener; the gateway's engine on a socket, its catalog loaded
+    unless ``catalog`` is False."""
+    if role != "gateway":
+        transport = httpx.ASGITransport(app=build_app(role, runtime))  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{role}.test") as c:
+            yield c
+        return
+    parts = GatewayParts.build(runtime)
+    if catalog:
         await parts.holder.refresh()
-        app = build_gateway(runtime, parts)
-    else:
-        app = build_app(role, runtime)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{role}.test")
+    listener = build_gateway(runtime, parts)
+    assert isinstance(listener, EngineListener)
+    async with serving(listener) as url, httpx.AsyncClient(base_url=url) as client:
+        yield client
 
 
 async def test_gateway_is_not_ready_before_its_catalog(runtime: Runtime) -> None:
     parts = GatewayParts.build(runtime)
-    transport = httpx.ASGITransport(app=build_gateway(runtime, parts))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+    listener = build_gateway(runtime, parts)
+    assert isinstance(listener, EngineListener)
+    async with serving(listener) as url, httpx.AsyncClient(base_url=url) as client:
         ready = await client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["catalog"] == "failing"
         early = await client.get("/api/v1/anything")
         assert early.status_code == 503 and early.json()["code"] == "service.starting"
         assert early.headers["retry-after"] == "1"
         await parts.holder.refresh()
-        assert (await client.get("/readyz")).status_code == 200
+        # Readiness is reported to the engine every second.
+        deadline = time.monotonic() + 5
+        while (await client.get("/readyz")).status_code != 200:
+            assert time.monotonic() < deadline, "still not ready 5 s after the catalog"
+            await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize("role", list(ROLES))
@@ -57,7 +77,7 @@ async def test_probes_and_metrics(
 
 
 async def _probes_and_metrics(role: str, runtime: Runtime) -> None:
-    async with await _client(role, runtime) as client:
+    async with _client(role, runtime) as client:
         health = await client.get("/healthz")
         assert health.status_code == 200 and health.json()["listener"] == role
         ready = await client.get("/readyz")
@@ -69,7 +89,11 @@ async def _probes_and_metrics(role: str, runtime: Runtime) -> None:
         assert metrics.status_code == 200
         assert metrics.headers["content-type"].startswith("text/plain")
         text = metrics.text
-        assert f'listener="{role}",method="GET",route="/healthz",status="2xx"' in text
+        if role == "gateway":  # the engine counts channel requests, not probes
+            assert 'interface="unmatched",status="4xx"' in text
+            assert "gridgate_log_records_appended_total" in text  # the Python side's series too
+        else:
+            assert f'listener="{role}",method="GET",route="/healthz",status="2xx"' in text
         # Raw paths never become labels: unmatched requests share one series.
         assert "/no/such/path/1234" not in text
         assert "x-trace-id" in health.headers
@@ -90,7 +114,7 @@ async def test_readyz_fails_when_the_database_is_gone(
         )
     )
     try:
-        async with await _client("admin", runtime) as client:
+        async with _client("admin", runtime) as client:
             ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"] == {"database": "failing"}
@@ -100,7 +124,7 @@ async def test_readyz_fails_when_the_database_is_gone(
 
 async def test_trace_id_comes_from_traceparent(runtime: Runtime) -> None:
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"
-    async with await _client("gateway", runtime) as client:
+    async with _client("gateway", runtime) as client:
         answer = await client.get("/x", headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
         assert answer.headers["x-trace-id"] == trace
         assert answer.json()["trace_id"] == trace
@@ -110,7 +134,7 @@ async def test_trace_id_comes_from_traceparent(runtime: Runtime) -> None:
 
 
 async def test_gateway_answers_unknown_paths_with_problem(runtime: Runtime) -> None:
-    async with await _client("gateway", runtime) as client:
+    async with _client("gateway", runtime) as client:
         for method in ("GET", "POST", "DELETE"):
             answer = await client.request(method, "/api/v1/unknown")
             assert answer.status_code == 404
@@ -119,7 +143,7 @@ async def test_gateway_answers_unknown_paths_with_problem(runtime: Runtime) -> N
 
 
 async def test_admin_docs_are_served_locally(runtime: Runtime) -> None:
-    async with await _client("admin", runtime) as client:
+    async with _client("admin", runtime) as client:
         page = await client.get("/admin/docs")
         assert page.status_code == 200
         assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)

@@ -348,3 +348,60 @@ async def test_interface_permissions_and_field_rules_are_edited_in_place(
     assert (
         await admin.patch("/admin/v1/permissions/fields/999999", json={"below_level": 1})
     ).status_code == 404
+
+
+async def test_functions_cover_interfaces_of_their_channel(
+    admin: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await _setup(admin)
+    other = {**IFACE, "code": "c.usage", "path": "/api/v1/c/{customer_no}/usage"}
+    assert (await admin.post("/admin/v1/interfaces", json=other)).status_code == 201
+    menu = await admin.post(
+        "/admin/v1/permissions/menus", json={"channel": "app", "code": "bills", "name": "账单"}
+    )
+    assert menu.status_code == 201
+    functions = "/admin/v1/permissions/functions"
+    body = {"channel": "app", "menu": "bills", "code": "query", "name": "查询", "min_level": 2}
+    # Only interfaces that exist, and that the catalog authorizes the channel to call.
+    for interfaces, field in (
+        (["ghost"], "interfaces"),
+        (["c.read"], "interfaces"),  # exists, not authorized for app
+        (["c.read", "nope!"], "interfaces.1"),
+    ):
+        answer = await admin.post(functions, json={**body, "interfaces": interfaces})
+        assert _field(answer) == field, interfaces
+    for code in ("c.read", "c.usage"):
+        authorized = await admin.put(
+            f"/admin/v1/interfaces/{code}/authorizations", json={"channels": ["app"]}
+        )
+        assert authorized.status_code == 200
+    start = await _revision(runtime)
+    made = await admin.post(functions, json={**body, "interfaces": ["c.usage", "c.read", "c.read"]})
+    assert made.status_code == 201, made.text
+    assert made.json()["interfaces"] == ["c.read", "c.usage"]
+    assert await _revision(runtime) == start + 1
+    url = f"{functions}/{made.json()['id']}"
+    narrowed = await admin.patch(url, json={"interfaces": ["c.usage"]})
+    assert narrowed.status_code == 200, narrowed.text
+    assert narrowed.json() == {**made.json(), "interfaces": ["c.usage"]}
+    assert _field(await admin.patch(url, json={"interfaces": ["ghost"]})) == "interfaces"
+    assert _field(await admin.patch(url, json={"interfaces": None})) == "interfaces"
+    [event] = await _updates(admin, "function")
+    assert event["before"]["interfaces"] == ["c.read", "c.usage"]
+    assert event["after"]["interfaces"] == ["c.usage"]
+    listed = (await admin.get(functions, params={"channel": "app"})).json()
+    assert [f["interfaces"] for f in listed["items"]] == [["c.usage"]]
+    # The same list again is no change; deleting the interface removes it from the function,
+    # and that interface's audit event says so.
+    before = await _revision(runtime)
+    assert (await admin.patch(url, json={"interfaces": ["c.usage"]})).status_code == 200
+    assert await _revision(runtime) == before
+    assert (await admin.delete("/admin/v1/interfaces/c.usage")).status_code == 204
+    listed = (await admin.get(functions, params={"channel": "app"})).json()
+    assert listed["items"][0]["interfaces"] == []
+    audit = (await admin.get("/admin/v1/audit", params={"action": "interface.delete"})).json()
+    removed = audit["items"][0]["before"]["removed_with_it"]["perm_function_interfaces"]
+    assert removed == [
+        {"function_id": made.json()["id"], "interface_id": removed[0]["interface_id"]}
+    ]
+    assert (await admin.delete(url)).status_code == 204

@@ -30,12 +30,12 @@ import gridgate.accounts.services as account_services
 from gridgate.accounts.app import build_accounts
 from gridgate.accounts.directory import MarketingDirectory
 from gridgate.accounts.parts import AccountsParts
-from gridgate.app import build_gateway
 from gridgate.catalog.schemas import Authorizations, InterfaceCreate
 from gridgate.catalog.services import CatalogService
 from gridgate.demo.data import Customer, generate_demo_data
 from gridgate.demo.seed import seed_demo
 from gridgate.demo.systems import SYSTEMS
+from gridgate.gateway.plane import EngineListener
 from gridgate.gateway.service import GatewayParts
 from gridgate.gateway.signing import signed_headers
 from gridgate.gateway.tokens import JwksVerifier
@@ -43,9 +43,9 @@ from gridgate.operators.audit import Actor
 from gridgate.registry.client import InstanceInfo
 from gridgate.runtime import Runtime
 from gridgate.settings import Settings, new_key
-from gridgate.web.http1 import HttpServer
 from tests.conftest import _run_sync, make_settings
 from tests.functional.gateway_harness import StaticInstances
+from tests.support.engine import serving
 
 DATA = generate_demo_data()
 CUSTOMERS = list(DATA.customers.values())
@@ -247,19 +247,16 @@ async def journey(tmp_path: Path, seeded: Seeded) -> AsyncIterator[Journey]:
         verifier.set_keys(jwks)
         gateway = GatewayParts.build(runtime, verifier=verifier, revocations=runtime.revocations)
         stack.push_async_callback(gateway.dispatcher.close)
-        gateway.dispatcher.source = StaticInstances(
+        source = StaticInstances(
             {
                 service: [InstanceInfo(service, service, "127.0.0.1", port, 100, None, {}, True)]
                 for service, port in ports.items()
             }
         )
         await gateway.holder.refresh()
-        server = HttpServer(build_gateway(runtime, gateway))  # type: ignore[arg-type]
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        await server.start(sock)
-        stack.push_async_callback(server.stop, 1)
-        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        base_url = await stack.enter_async_context(
+            serving(EngineListener(gateway, {}, source=source))
+        )
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
             yield Journey(http, secret, parts, gateway, tmp_path / "sms-outbox.jsonl")
         await parts.notices.drain()

@@ -278,11 +278,15 @@ def test_a_full_gateway_refuses_new_connections_and_the_rest_stays_reachable(
     )
     assert after - before == FLOOD
     assert counted(tight, "gridgate_connections_open", listener="gateway") == GATEWAY_CAP
-    # Refusals are logged, but not one line each.
-    refusals = [
-        line for line in tight.log.read_text().splitlines() if "connections_refused" in line
-    ]
-    assert 1 <= len(refusals) < 10
+
+    # Refusals are logged (by the engine within its one-second tick), but not one line each.
+    def refusals() -> list[str]:
+        return [
+            line for line in tight.log.read_text().splitlines() if "connections_refused" in line
+        ]
+
+    wait_for(lambda: len(refusals()) >= 1)
+    assert len(refusals()) < 10
 
     for sock in holders:
         sock.close()
@@ -354,7 +358,8 @@ def test_idle_keep_alive_is_cut_short_under_pressure(
     idle = [clients.connect(gateway, local=f"127.0.0.{10 + n}") for n in range(14)]
     for sock in idle:
         assert ask(sock)[0] == 200
-    # Idle clients are closed (well before the 65 s keep-alive) until the pressure is gone.
+    # Idle clients are closed (well before the 65 s keep-alive): every one that sat idle while
+    # the listener was under pressure.
     for sock in idle[:2]:
         sock.settimeout(GUARD_S)
     closed = [read_until_closed(sock) for sock in idle[:2]]

@@ -7,42 +7,16 @@ marketing through the service center, like any other caller would.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Protocol
 
 import httpx
 
+from gridgate.accounts.interfaces import CustomerDirectory, CustomerRecord
 from gridgate.errors import TooManyFailures, UpstreamUnavailable
 from gridgate.registry.client import Discovery
 
 __all__ = ["CustomerDirectory", "CustomerRecord", "MarketingDirectory"]
 
 _SECONDS = re.compile(r"[0-9]{1,5}")  # ASCII digits, never an absurd wait
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerRecord:
-    """A 户号 as marketing knows it."""
-
-    customer_no: str
-    name: str
-    reserved_phone: str
-    supply_region: str
-    meter_book: str
-    voltage: str
-    address: str
-
-
-class CustomerDirectory(Protocol):
-    """Look-ups the binding flow needs."""
-
-    async def customer(self, customer_no: str) -> CustomerRecord | None:
-        """The 户号's record, or None when marketing does not know it."""
-        ...
-
-    async def service_password_matches(self, customer_no: str, password: str) -> bool:
-        """Whether ``password`` is the 户号's service password."""
-        ...
 
 
 class MarketingDirectory:

@@ -15,8 +15,9 @@ import re
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
+from gridgate.accounts.interfaces import FileStore
 from gridgate.storage.crypto import SecretBox
 
 __all__ = [
@@ -58,22 +59,6 @@ def check_image(data: bytes) -> str:
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"the image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
     return sniff_image(data)
-
-
-class FileStore(Protocol):
-    """Where uploaded files live; a reference is opaque to callers and stored on their rows."""
-
-    async def put(self, data: bytes, *, content_type: str, owner: str) -> str:
-        """Store ``data`` of ``owner`` (an account id) and return its reference."""
-        ...
-
-    async def get(self, ref: str) -> tuple[bytes, str]:
-        """The bytes and content type of ``ref``; FileNotFoundError if gone, ValueError if bad."""
-        ...
-
-    async def delete(self, ref: str) -> None:
-        """Remove ``ref``; removing a missing file is not an error."""
-        ...
 
 
 def _extension(content_type: str) -> str:

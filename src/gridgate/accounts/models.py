@@ -1,4 +1,5 @@
-"""Account tables. Phones and identity data are stored sealed with a keyed hash for look-ups."""
+"""Account tables. Phones, e-mail addresses and identity data are stored sealed with a keyed
+hash for look-ups."""
 
 from __future__ import annotations
 
@@ -30,12 +31,17 @@ class Account(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     phone_hash: Mapped[str] = mapped_column(String(64), unique=True)
     phone_sealed: Mapped[str] = mapped_column(Text)
+    #: The customer's chosen user name (用户名), kept in lower case: unique whatever the case.
     username: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
-    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    #: E-mail address (personal data): sealed, with a keyed hash of its lower-cased form to
+    #: find an account by it.
+    email_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    email_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="active")
     #: 认证等级: 0 registered, 1 primary (户号 bound), 2 advanced (real-name approved).
     level: Mapped[int] = mapped_column(Integer, default=0)
+    #: Extensible account attributes (账户属性支持扩展): a flat JSON object of scalars.
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

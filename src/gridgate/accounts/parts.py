@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import hmac
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,9 +15,12 @@ import structlog
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gridgate.accounts.backoffice import BackOfficeService
 from gridgate.accounts.bindings import BindingLimits, BindingService
 from gridgate.accounts.directory import CustomerDirectory, MarketingDirectory
 from gridgate.accounts.files import MAX_IMAGE_BYTES, DirectoryFileStore, FileStore
+from gridgate.accounts.profile import ProfileService
+from gridgate.accounts.realname import RealnameService
 from gridgate.accounts.services import AccountService
 from gridgate.accounts.sms import (
     CodeStore,
@@ -36,7 +39,7 @@ from gridgate.attempts import (
     MemoryAttemptStore,
     RedisAttemptStore,
 )
-from gridgate.errors import Locked, UpstreamUnavailable
+from gridgate.errors import GridgateError, Locked, UpstreamUnavailable
 from gridgate.gateway.tokens import RedisRevocationFeed
 from gridgate.internal_auth import InternalAuth, InternalSigner
 from gridgate.registry.client import Discovery, RegistryClient, RegistryUnavailable
@@ -175,6 +178,19 @@ class AccountsParts:
             parts.directory = directory
         return parts
 
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, keep_on_error: bool = False) -> AsyncIterator[AsyncSession]:
+        """One transaction; ``keep_on_error`` commits failure counters even when the call fails
+        with a :class:`~gridgate.errors.GridgateError` (any other error rolls back)."""
+        async with self.runtime.db.sessions() as session:
+            try:
+                yield session
+            except GridgateError:
+                if keep_on_error:
+                    await session.commit()
+                raise
+            await session.commit()
+
     def accounts(self, session: AsyncSession) -> AccountService:
         """The account service on ``session``."""
         return AccountService(
@@ -192,6 +208,25 @@ class AccountsParts:
             box=self.runtime.box,
             limits=BindingLimits.from_settings(self.runtime.settings),
             allow_shared=self.runtime.settings.accounts_allow_shared_binding,
+        )
+
+    def realname(self, session: AsyncSession) -> RealnameService:
+        """The real-name service on ``session``."""
+        return RealnameService(session, self.runtime.box, self.files)
+
+    def profiles(self, session: AsyncSession) -> ProfileService:
+        """The profile service (user name, e-mail address, attributes) on ``session``."""
+        return ProfileService(session, self.runtime.box)
+
+    def backoffice(self, session: AsyncSession) -> BackOfficeService:
+        """The back office's account look-ups on ``session``."""
+        return BackOfficeService(
+            session,
+            accounts=self.accounts(session),
+            bindings=self.bindings(session),
+            realname=self.realname(session),
+            profiles=self.profiles(session),
+            directory=self.directory,
         )
 
     def jobs(self, registry_urls: list[str]) -> list[Job]:

@@ -12,15 +12,17 @@ import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn, Protocol, cast
+from typing import NoReturn, cast
 
 from sqlalchemy import Table, bindparam, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from gridgate.accounts.interfaces import Revoker
 from gridgate.accounts.models import Account, Binding, ChannelAccount, Session
 from gridgate.accounts.tokens import ACCESS_TTL_S, KeyRing, TokenClaims
 from gridgate.attempts import AttemptStore, Backoff
 from gridgate.errors import (
+    AuthRequired,
     BadCredentials,
     Conflict,
     InvalidRequest,
@@ -60,14 +62,6 @@ REGISTERED_NOTICE = (
 )
 #: 户号 carried in an access token (the oldest bindings first); more would bloat every request.
 MAX_BOUND_IN_TOKEN = 50
-
-
-class Revoker(Protocol):
-    """Tells the gateways that sessions are revoked (in-process list, Redis feed …)."""
-
-    async def revoke(self, session_ids: list[str], until: float) -> None:
-        """Refuse access tokens of these sessions until ``until`` (epoch seconds)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +186,15 @@ class AccountService:
     async def get(self, account_id: str) -> Account | None:
         """An account by id."""
         return await self.session.get(Account, account_id)
+
+    async def signed_in(self, account_id: str | None) -> Account:
+        """The active account of the caller, as the gateway named it from a verified token."""
+        if not account_id:
+            raise AuthRequired("sign in first")
+        account = await self.get(account_id)
+        if account is None or account.status != "active":
+            raise InvalidToken("the account is not active")
+        return account
 
     async def register(
         self, phone: str, password: str, *, channel: str, channel_user_id: str | None

@@ -21,13 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple, Protocol
 
 import httpx
 import orjson
 import structlog
 from redis.asyncio import Redis
 
+from gridgate.accounts.interfaces import CodeStore, Limit, SmsProvider
 from gridgate.addresses import client_bucket
 from gridgate.errors import ConfigurationError, GridgateError, InvalidRequest
 from gridgate.pii import mask_phone
@@ -92,14 +92,6 @@ def text_for(code: str, minutes: int, template: str = DEFAULT_TEMPLATE) -> str:
     """The message carrying ``code``: ``template`` with ``{code}`` and ``{minutes}`` filled."""
     # Plain replacement, not str.format: a template may hold other braces.
     return template.replace("{code}", code).replace("{minutes}", str(minutes))
-
-
-class SmsProvider(Protocol):
-    """Delivers a text message to a mobile phone."""
-
-    async def send(self, phone: str, text: str, *, purpose: str, code: str) -> None:
-        """Deliver ``text`` (which carries ``code``; a notice has ``code=""``) to ``phone``."""
-        ...
 
 
 class ConsoleSmsProvider:
@@ -189,38 +181,6 @@ def provider_for(
             raise ConfigurationError("the http SMS provider needs a URL")
         return HttpSmsProvider(url, template=template, token=token, minutes=minutes)
     raise ConfigurationError(f"unknown SMS provider {kind!r} (console or http)")
-
-
-class Limit(NamedTuple):
-    """At most ``max_count`` events per ``key`` in a window of ``window_s`` from the first."""
-
-    key: str
-    window_s: float
-    max_count: int
-
-
-class CodeStore(Protocol):
-    """Where codes (as digests) and send counters live, each with a time to live."""
-
-    async def put_code(self, key: str, digest: bytes, *, attempts: int, ttl_s: float) -> None:
-        """Store the code for ``key`` (phone and purpose), replacing any earlier one."""
-        ...
-
-    async def take_attempt(self, key: str) -> bytes | None:
-        """Spend one attempt and return the digest; None if no code or no attempt is left."""
-        ...
-
-    async def consume(self, key: str, digest: bytes) -> bool:
-        """Delete the code if it still has ``digest``: True for the one caller that did."""
-        ...
-
-    async def acquire(self, limits: Sequence[Limit]) -> float:
-        """Count one event on every limit, or on none if one is full: 0, or seconds to wait."""
-        ...
-
-    async def close(self) -> None:
-        """Release what the store holds."""
-        ...
 
 
 @dataclass(slots=True)

@@ -4,9 +4,11 @@
 ``127.0.0.1:port`` in front of the bench backend and serves until SIGTERM. The JSON carries
 ``port``, ``backend_port``, ``secret`` (the bench channel's), ``jwks`` (verifying the bench's
 customer tokens), ``token_max_lifetime_s`` (at least the bench token's) and ``spool`` (the
-access-log directory). The snapshot is built here rather
-than loaded from a catalog: one channel, one level-1 interface with a path customer scope and a
-rate limit counted on every call, one mask rule — the whole pipeline, without a database.
+access-log directory); optionally ``workers`` (1) and ``redis_url`` (Redis mode: nonces, rate
+windows and access records in Redis). The snapshot is built here rather than loaded from a
+catalog: one channel, one level-1 interface with a path customer scope and a rate limit
+counted on every call, one mask rule — the whole pipeline, without a database. Every other
+setting is the engine's default (16,384 connections, 256 per client address).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from gridgate.gateway.snapshot import ChannelView, FieldRuleView, InterfaceView,
 from gridgate.internal_auth import InternalKeys
 from gridgate.permissions.fields import FieldRule
 from gridgate.registry.client import InstanceInfo
+from gridgate.web.connections import raise_descriptor_limit
 
 __all__ = ["CHANNEL", "INTERFACE", "PATH_PREFIX", "SERVICE", "main", "start_engine"]
 
@@ -59,9 +62,10 @@ def start_engine(args: Mapping[str, Any]) -> DataPlane:
     snapshot = compile_snapshot(1, [channel], [interface], [], [rule])
     config = EngineConfig(
         port=args["port"],
-        workers=1,
+        workers=args.get("workers", 1),
         token_max_lifetime_s=float(args["token_max_lifetime_s"]),
         access_log_dir=Path(args["spool"]),
+        redis_url=args.get("redis_url"),
     )
     # The backend (nginx) does not check X-GG-Internal: any key will do.
     plane = DataPlane(config, InternalKeys(secrets.token_bytes(32)))
@@ -75,6 +79,7 @@ def start_engine(args: Mapping[str, Any]) -> DataPlane:
 
 def main() -> None:
     """Serve until SIGTERM (or SIGINT), then stop the engine with a short grace."""
+    raise_descriptor_limit()  # the idle-connection run holds 10,000 connections
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

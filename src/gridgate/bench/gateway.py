@@ -469,6 +469,8 @@ def _start(
         "GRIDGATE_REGISTRY_URLS": registry_url,
         "GRIDGATE_ACCOUNTS_JWKS_URL": f"{backend}/jwks.json",
         "GRIDGATE_TOKEN_MAX_LIFETIME_S": str(duration * 20 + 3600),  # the bench's one token
+        # The Python request path (the engine that serves by default: `gridgate bench engine`).
+        "GRIDGATE_GATEWAY_DATA_PLANE": "python",
     }
     say(f"registry node on port {registry_port}, core {LOAD_CORE}")
     registry = procs.start(

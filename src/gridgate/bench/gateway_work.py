@@ -106,6 +106,7 @@ async def _run(count: int) -> WorkResult:
             database_url=database_url,
             log_level="warning",
             token_max_lifetime_s=3600,  # the harness's one token outlives a customer's
+            gateway_data_plane="python",  # this harness measures the Python request path
         ).with_development_keys()
         runtime = Runtime.build(settings)
         token, jwks = bench._token_and_jwks(

@@ -63,17 +63,12 @@ class Channel(_Timestamps, Base):
     name: Mapped[str] = mapped_column(String(128))
     type: Mapped[str] = mapped_column(String(16))
     allowed_ips: Mapped[list[str]] = mapped_column(JSON, default=list)
-    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     secret_sealed: Mapped[str] = mapped_column(Text)
     secret_rotated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     description: Mapped[str] = mapped_column(Text, default="")
     #: Requests per second the whole channel may send (None: no channel-wide limit).
     rate_limit_per_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
-
-    __table_args__ = (
-        CheckConstraint("port IS NULL OR port BETWEEN 1 AND 65535", name="port_range"),
-    )
 
 
 class Interface(_Timestamps, Base):
@@ -90,6 +85,10 @@ class Interface(_Timestamps, Base):
     path_shape: Mapped[str] = mapped_column(String(512))
     service_mode: Mapped[str] = mapped_column(String(8), default="sync")
     version: Mapped[str] = mapped_column(String(32), default="1")
+    #: Canary release (灰度发布): instances registered with this ``version`` in their metadata
+    #: take ``canary_percent`` per cent of the calls (the engine routes them; issue 13).
+    canary_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    canary_percent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     timeout_ms: Mapped[int] = mapped_column(Integer, default=3000)
     provider_id: Mapped[int] = mapped_column(ForeignKey("business_systems.id", ondelete="RESTRICT"))
     target_service: Mapped[str] = mapped_column(String(128))

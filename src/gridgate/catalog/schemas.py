@@ -11,7 +11,15 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    StringConstraints,
+)
+from pydantic_core import PydanticCustomError
 
 from gridgate.catalog.paths import PathTemplate
 from gridgate.schemas import Code, Description, Level, Name, StrictModel
@@ -88,6 +96,28 @@ QueueLength = Annotated[int, Field(ge=0, le=100_000)]
 WaitMs = Annotated[int, Field(ge=0, le=60_000)]
 CustomerScope = Annotated[str, StringConstraints(pattern=r"^(path|body):[a-z_][a-z0-9_]{0,63}$")]
 BalancerName = Literal["round_robin", "weighted_random", "least_in_flight", "consistent_hash"]
+#: Per cent of an interface's calls its canary instances take (灰度比例).
+CanaryPercent = Annotated[int, Field(ge=0, le=100)]
+
+
+def _removed_port(value: object) -> None:
+    raise PydanticCustomError(
+        "removed",
+        "a channel's port is no longer part of the catalog: the gateway never enforced it "
+        "(docs/decisions.md, 'A channel has no port')",
+    )
+
+
+#: A field removed from the API: any value, ``null`` included, is a 422 naming it.
+RemovedPort = Annotated[
+    None,
+    BeforeValidator(_removed_port),
+    Field(
+        exclude=True,
+        deprecated=True,
+        description="Removed: sending it is a 422 (docs/decisions.md).",
+    ),
+]
 
 
 # -- business systems (R3) ----------------------------------------------------------------
@@ -145,10 +175,10 @@ class ChannelCreate(StrictModel):
     name: Name
     type: ChannelType
     allowed_ips: Networks = Field(default_factory=list)
-    port: Port | None = None
     enabled: bool = True
     description: Description = ""
     rate_limit_per_s: RatePerSecond | None = None
+    port: RemovedPort = None
 
 
 class ChannelUpdate(StrictModel):
@@ -157,10 +187,10 @@ class ChannelUpdate(StrictModel):
     name: Name | None = None
     type: ChannelType | None = None
     allowed_ips: Networks | None = None
-    port: Port | None = None
     enabled: bool | None = None
     description: Description | None = None
     rate_limit_per_s: RatePerSecond | None = None
+    port: RemovedPort = None
 
 
 class ChannelOut(BaseModel):
@@ -170,7 +200,6 @@ class ChannelOut(BaseModel):
     name: str
     type: ChannelType
     allowed_ips: list[str]
-    port: int | None
     enabled: bool
     description: str
     rate_limit_per_s: int | None
@@ -197,6 +226,8 @@ class InterfaceCreate(StrictModel):
     path: PathTemplateStr
     service_mode: ServiceMode = "sync"
     version: Version = "1"
+    canary_version: Version | None = None
+    canary_percent: CanaryPercent = 0
     timeout_ms: TimeoutMs = 3000
     provider: Code
     target_service: ServiceName
@@ -225,6 +256,8 @@ class InterfaceUpdate(StrictModel):
     path: PathTemplateStr | None = None
     service_mode: ServiceMode | None = None
     version: Version | None = None
+    canary_version: Version | None = None
+    canary_percent: CanaryPercent | None = None
     timeout_ms: TimeoutMs | None = None
     provider: Code | None = None
     target_service: ServiceName | None = None
@@ -259,6 +292,8 @@ class InterfaceOut(BaseModel):
     path: str
     service_mode: ServiceMode
     version: str
+    canary_version: str | None
+    canary_percent: int
     timeout_ms: int
     provider: str
     target_service: str

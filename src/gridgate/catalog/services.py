@@ -59,6 +59,7 @@ _NULLABLE_INTERFACE_FIELDS = frozenset(
         "customer_scope",
         "client_rate_limit_per_s",
         "account_rate_limit_per_s",
+        "canary_version",
     }
 )
 
@@ -78,6 +79,22 @@ def _check_scope(path: str, scope: str | None) -> None:
     if named is not None and named not in PathTemplate.parse(path).params:
         raise InvalidRequest(
             "customer_scope names a parameter the path does not have", field="customer_scope"
+        )
+
+
+def _check_canary(
+    version: str, canary_version: str | None, canary_percent: int, sent: Iterable[str]
+) -> None:
+    """A canary runs another version than the interface's, and a share needs a canary."""
+    sent = set(sent)
+    if canary_version is not None and canary_version == version:
+        # Name what the request changed: a new version that meets the canary's, or the canary.
+        field = "canary_version" if "canary_version" in sent or "version" not in sent else "version"
+        raise InvalidRequest("canary_version must differ from version", field=field)
+    if canary_version is None and canary_percent > 0:
+        raise InvalidRequest(
+            "canary_percent needs a canary_version (set it, or set canary_percent to 0)",
+            field="canary_percent",
         )
 
 
@@ -327,7 +344,7 @@ class CatalogService:
         """Change a channel's settings (not its secret)."""
         row = await self._one(Channel, "channel", code=code)
         before = channel_out(row)
-        for field, value in _changes(data, nullable={"port", "rate_limit_per_s"}).items():
+        for field, value in _changes(data, nullable={"rate_limit_per_s"}).items():
             setattr(row, field, value)
         await self.session.flush()
         after = channel_out(row)
@@ -430,6 +447,7 @@ class CatalogService:
 
     async def create_interface(self, data: InterfaceCreate) -> InterfaceOut:
         """Register an interface (no channel may call it until authorized)."""
+        _check_canary(data.version, data.canary_version, data.canary_percent, data.model_fields_set)
         await self._absent(Interface, "interface", code=data.code)
         provider = await self._provider(data.provider)
         shape = await self._route_free(data.method, data.path)
@@ -457,6 +475,12 @@ class CatalogService:
             row.path_shape = await self._route_free(method, path, except_id=row.id)
         _check_scope(
             changes.get("path", row.path), changes.get("customer_scope", row.customer_scope)
+        )
+        _check_canary(
+            changes.get("version", row.version),
+            changes.get("canary_version", row.canary_version),
+            changes.get("canary_percent", row.canary_percent),
+            changes,
         )
         for field, value in changes.items():
             setattr(row, field, value)

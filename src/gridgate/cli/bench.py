@@ -104,16 +104,31 @@ def bench_gateway(
 @bench_app.command("engine")
 def bench_engine(
     duration: Annotated[int, typer.Option(min=1, help="Seconds per wrk run.")] = 10,
+    part: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PART",
+            help="A part to run, repeatable (default: all): throughput (nginx and the engine "
+            "at full load), envoy, half-load, redis, idle (10,000 connections), callgrind. "
+            "envoy, half-load and redis include throughput.",
+        ),
+    ] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Also print Markdown.")] = False,
 ) -> None:
-    """The Rust engine (full pipeline) vs nginx proxy_pass per core, raw and per CPU-second."""
+    """The Rust engine (full pipeline) vs nginx proxy_pass and Envoy per core, and its costs."""
     # Imported here: the benchmark is never part of a listener's process.
-    from gridgate.bench.engine import run_engine_bench  # noqa: PLC0415
+    from gridgate.bench.engine import Part, run_engine_bench  # noqa: PLC0415
 
+    try:
+        parts = [Part(name) for name in part] if part else list(Part)
+    except ValueError:
+        choices = ", ".join(Part)
+        raise fail(f"unknown part in {part}: choose from {choices}", code=2) from None
     command = " ".join(["gridgate", *sys.argv[1:]])
     try:
         report = run_engine_bench(
             duration=duration,
+            parts=parts,
             command=command,
             progress=lambda message: err.print(f"[dim]… {message}[/]", highlight=False),
         )
@@ -153,17 +168,32 @@ def bench_logs(
     records: Annotated[
         int, typer.Option(min=1000, help="Records through the ingest path.")
     ] = 200_000,
-    analysis_records: Annotated[
-        int, typer.Option(min=1000, help="Records in the analysis data set.")
-    ] = 10_000_000,
+    per_minute: Annotated[
+        int, typer.Option(min=100, help="Records per minute of the analysed hour (one file each).")
+    ] = 10_000,
+    minutes: Annotated[
+        int, typer.Option(min=1, max=60, help="Minutes of the hour filled and analysed.")
+    ] = 60,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare/--no-compare",
+            help="Also time a whole recomputation of the hour at minutes 1, 5, 10, 30 and 60.",
+        ),
+    ] = True,
 ) -> None:
-    """Ingest records/s into Parquet (beside a plain write) and the hourly rollup time."""
+    """Ingest records/s into Parquet (beside a plain write), and the CPU of each analysis
+    pass as an hour fills (trajectory rows included), beside a whole recomputation."""
     from rich.table import Table  # noqa: PLC0415
 
+    from gridgate.bench.registry import machine_info  # noqa: PLC0415
     from gridgate.logs.bench import run_analysis_bench, run_ingest_bench  # noqa: PLC0415
 
     ingest = run_coroutine(run_ingest_bench(records))
-    analysis = run_coroutine(run_analysis_bench(analysis_records))
+    analysis = run_coroutine(run_analysis_bench(per_minute, minutes=minutes, compare=compare))
+    machine = machine_info()
+    for name in ("nproc", "CPU", "Python", "date"):
+        out.print(f"{name}: {machine[name]}", highlight=False)
     table = Table(title="gridgate log pipeline benchmark")
     for column in ("Metric", "Result"):
         table.add_column(column)
@@ -175,11 +205,29 @@ def bench_logs(
         f"{ingest.raw_write_mb_per_s:,.0f} MB/s ({ingest.raw_records_per_s:,.0f} records/s)",
     )
     table.add_row("ingest CPU seconds", f"{ingest.cpu_s:.2f}")
-    table.add_row(
-        f"hourly rollup of {analysis.records:,} records ({analysis.hours} h)",
-        f"{analysis.compute_s:.2f} s",
-    )
     out.print(table)
+
+    passes = Table(
+        title=f"analysis passes of one hour, {analysis.per_minute:,} records a minute "
+        "(SQLite; CPU seconds of the whole process)"
+    )
+    for column in ("minute", "hour holds", "pass adds (trajectory rows)", "pass CPU s"):
+        passes.add_column(column, justify="right")
+    passes.add_column("whole recomputation CPU s", justify="right")
+    for step in analysis.passes:
+        passes.add_row(
+            str(step.minute),
+            f"{step.hour_records:,}",
+            f"{step.added:,} ({step.actions:,})",
+            f"{step.cpu_s:.2f}",
+            "-" if step.full_cpu_s is None else f"{step.full_cpu_s:.2f}",
+        )
+    out.print(passes)
+    out.print(
+        f"all {analysis.minutes} passes: {analysis.hour_cpu_s:.1f} CPU s, "
+        f"{analysis.cpu_us_per_record:.1f} µs per record",
+        highlight=False,
+    )
 
 
 @bench_app.command("accounts")

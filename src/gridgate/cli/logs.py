@@ -26,7 +26,7 @@ from gridgate.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from gridgate.logs.buffer import LogBuffer
+    from gridgate.logs.buffer import LogBuffer, StreamReaders
     from gridgate.logs.storage import ParquetStore
     from gridgate.runtime import Runtime
     from gridgate.settings import Settings
@@ -54,7 +54,8 @@ async def _with_pipeline(
     from gridgate.logs.storage import ParquetStore  # noqa: PLC0415
 
     async with open_runtime(settings, redis=True) as runtime:
-        buffer: LogBuffer = build_buffer(runtime)
+        # A reader only: a running gateway's engine may be appending to the spool right now.
+        buffer: LogBuffer = build_buffer(runtime, follow=True)
         store = ParquetStore(storage or default_storage_url(runtime))
         try:
             await runtime.db.migrate()
@@ -91,11 +92,8 @@ def status(
                 )
             ).one()
         kind = "Redis Stream" if settings.redis_url else "spool (data dir)"
-        lag = (
-            [("oldest waiting record", _age(await buffer.oldest_age_s(), settings))]
-            if (isinstance(buffer, RedisStreamBuffer))
-            else []
-        )
+        readers = await buffer.readers() if isinstance(buffer, RedisStreamBuffer) else None
+        lag = _readers(readers, settings) if readers is not None else []
         first_file, first_row = await oldest_kept(store, runtime.db)
         last = await last_run(runtime.db)
         return [
@@ -106,7 +104,10 @@ def status(
             ("Parquet store", store.url),
             ("Parquet files", f"{files:,} ({size / 1_048_576:,.1f} MiB)"),
             ("hours analysed", f"{hours:,} (newest {newest.isoformat() if newest else '-'})"),
-            ("hours due for analysis", f"{len(due):,}"),
+            (
+                "hours due for analysis",
+                f"{len(due):,} ({sum(len(p.files) for p in due.values()):,} files not yet added)",
+            ),
             ("retention", _retention(settings)),
             ("oldest file hour", _time(first_file)),
             ("oldest analysed hour", _time(first_row)),
@@ -138,6 +139,24 @@ def _age(age: float | None, settings: Settings) -> str:
     if age > settings.log_lag_warning_s:
         return f"{age:,.0f} s: behind, is `gridgate serve logs` running?"
     return f"{age:,.0f} s"
+
+
+def _readers(readers: StreamReaders, settings: Settings) -> list[tuple[str, str]]:
+    if readers.last_seen_s is None:
+        batchers = "none has read the stream: is `gridgate serve logs` running?"
+    else:
+        batchers = f"{readers.consumers:,} (the latest seen {readers.last_seen_s:,.0f} s ago)"
+    trimmed = (
+        "yes: the stream dropped records before any batcher read them; "
+        "is `gridgate serve logs` running, and keeping up?"
+        if readers.trimmed_unread
+        else "none"
+    )
+    return [
+        ("oldest waiting record", _age(readers.oldest_age_s, settings)),
+        ("batchers", batchers),
+        ("records trimmed unread", trimmed),
+    ]
 
 
 def _last(last: tuple[datetime, dict[str, Any]] | None) -> str:
@@ -180,7 +199,7 @@ def analyze(
         datetime | None, typer.Option(help="Only hours from this UTC time on.", show_default=False)
     ] = None,
 ) -> None:
-    """Recompute the hours whose Parquet files changed (with a progress bar)."""
+    """Add the Parquet files not yet analysed to their hours' results (with a progress bar)."""
     from rich.progress import (  # noqa: PLC0415 - see the module docstring
         BarColumn,
         MofNCompleteColumn,
@@ -212,8 +231,10 @@ def analyze(
                 records += count
                 progress.update(task, advance=1, description=f"{hour:%Y-%m-%d %H}:00")
 
-            await analyzer.analyze(due, progress=advance)
-        return len(due), records
+            # An hour another analyser (a running `serve logs`) added to meanwhile is left
+            # to it: it is not counted here.
+            done = await analyzer.analyze(due, progress=advance)
+        return len(done), records
 
     hours, records = run_coroutine(_with_pipeline(settings, storage, work))
-    out.print(f"analysed [bold]{hours:,}[/] hours, {records:,} records")
+    out.print(f"analysed [bold]{hours:,}[/] hours, {records:,} new records")

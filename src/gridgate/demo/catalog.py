@@ -10,6 +10,7 @@ __all__ = [
     "CHANNELS",
     "COMPONENTS",
     "FIELD_RULES",
+    "FUNCTION_INTERFACES",
     "INTERFACES",
     "MENUS",
     "DemoInterface",
@@ -62,6 +63,16 @@ INTERFACES: list[DemoInterface] = [
     DemoInterface("auth.logout", "退出登录", "POST", "/api/v1/auth/logout", "accounts"),
     DemoInterface("me.read", "我的账户", "GET", "/api/v1/me", "accounts"),
     DemoInterface("me.menus", "我的菜单", "GET", "/api/v1/me/menus", "permissions"),
+    DemoInterface("me.profile_read", "我的资料", "GET", "/api/v1/me/profile", "accounts"),
+    # A JSON merge patch gives the same result however often it is applied.
+    DemoInterface(
+        "me.profile_update",
+        "修改资料",
+        "PATCH",
+        "/api/v1/me/profile",
+        "accounts",
+        idempotent=True,
+    ),
     DemoInterface(
         "me.binding_challenge", "户号绑定验证", "POST", "/api/v1/me/bindings/challenge", "accounts"
     ),
@@ -161,3 +172,18 @@ MENUS: list[tuple[str, str, str | None, int, list[tuple[str, str, int]]]] = [
     ("pay", "电费缴纳", "account", 1, [("pay_bill", "缴纳电费", 1)]),
     ("profile", "户号详情", "account", 2, [("full_profile", "完整户主信息", 2)]),
 ]
+
+#: The interfaces each demo function covers (function code → interface codes): on its channel
+#: the gateway asks at least the function's level for them. The levels agree with the
+#: interfaces' own, so the demo behaves as without them; raise a function's level and the
+#: gateway follows. ``full_profile`` covers nothing: below level 2 ``customer.read`` answers
+#: with masked fields rather than not at all.
+FUNCTION_INTERFACES: dict[str, list[str]] = {
+    "outages": ["notice.outages"],
+    "consult": ["consultation.create"],
+    "bind": ["me.binding_challenge", "me.binding_create"],
+    "realname": ["me.realname_submit", "me.realname_read"],
+    "bill_query": ["customer.bills"],
+    "usage": ["customer.usage"],
+    "pay_bill": ["payment.create"],
+}

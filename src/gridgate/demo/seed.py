@@ -24,6 +24,7 @@ from gridgate.demo.catalog import (
     CHANNELS,
     COMPONENTS,
     FIELD_RULES,
+    FUNCTION_INTERFACES,
     INTERFACES,
     MENUS,
 )
@@ -145,6 +146,7 @@ async def _seed_permissions(session: AsyncSession) -> None:
                         code=function,
                         name=function_name,
                         min_level=function_level,
+                        interfaces=FUNCTION_INTERFACES.get(function, []),
                     )
                 )
     for interface, path, action, below in FIELD_RULES:

@@ -7,12 +7,15 @@ starts the engine on its own threads and pushes each new document. The engine se
 request from its current document and never calls back into Python (no GIL on the request
 path), as pydantic-core executes what pydantic compiled.
 
-Not wired into ``gridgate up`` yet: the lead integrates it (docs/decisions.md).
+:class:`~gridgate.gateway.plane.EngineListener` runs it on the gateway's socket in
+``gridgate up`` and ``gridgate serve gateway`` (docs/decisions.md).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -69,6 +72,10 @@ class InstanceLike(Endpoint, Protocol):
 
     @property
     def healthy(self) -> bool: ...
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        """What the instance registered with: ``version`` (canary routing), ``health_path``."""
+        ...
 
 
 def _channel(view: ChannelView) -> dict[str, Any]:
@@ -101,6 +108,24 @@ def _interface(view: InterfaceView) -> dict[str, Any]:
         "customer_scope": view.customer_scope,
         "client_rate_limit_per_s": view.client_rate_limit_per_s,
         "account_rate_limit_per_s": view.account_rate_limit_per_s,
+        "version": view.version,
+        "canary": (
+            None
+            if view.canary_version is None
+            else {"version": view.canary_version, "percent": view.canary_percent}
+        ),
+    }
+
+
+def _instance(instance: InstanceLike) -> dict[str, Any]:
+    return {
+        "instance_id": instance.instance_id,
+        "host": instance.host,
+        "port": instance.port,
+        "weight": instance.weight,
+        "healthy": instance.healthy,
+        "version": instance.metadata.get("version"),
+        "health_path": instance.metadata.get("health_path"),
     }
 
 
@@ -140,22 +165,18 @@ def compile_document(
             {"channel": channel, "interface": interface, "min_level": level}
             for (channel, interface), level in snapshot.perm_levels.items()
         ],
+        # What components and functions ask on one channel; null refuses there. Unlike a
+        # permission, an entry does not close the interface to other channels.
+        "levels": [
+            {"channel": channel, "interface": interface, "min_level": level}
+            for (channel, interface), level in snapshot.levels.items()
+        ],
         "filters": [
             {"interface": interface, "channel": channel, "plans": _filter(flt)}
             for (interface, channel), flt in snapshot.filters.items()
         ],
         "instances": {
-            service: [
-                {
-                    "instance_id": i.instance_id,
-                    "host": i.host,
-                    "port": i.port,
-                    "weight": i.weight,
-                    "healthy": i.healthy,
-                }
-                for i in found
-            ]
-            for service, found in instances.items()
+            service: [_instance(i) for i in found] for service, found in instances.items()
         },
         "jwks": dict(jwks) if jwks is not None else None,
         "revoked": [{"sid": sid, "until": until} for sid, until in (revoked or {}).items()],
@@ -261,11 +282,24 @@ class DataPlane:
         self._lock = threading.Lock()
         self.address: tuple[str, int] | None = None
 
-    def start(self) -> tuple[str, int]:
-        """Listen and serve on the engine's threads; the address bound."""
-        host, port = self._engine.start()
+    def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
+        """Serve on the engine's threads; the address served. ``sock``: a listening socket
+        (the engine serves a duplicate of it; the caller may close its own), else the
+        engine binds the config's ``host:port``."""
+        fd = os.dup(sock.fileno()) if sock is not None else None
+        try:
+            host, port = self._engine.start(fd)
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            raise
         self.address = (str(host), int(port))
         return self.address
+
+    def report_probes(self, *, ready: bool, body: bytes, metrics: str) -> None:
+        """What ``/readyz`` answers (and the series ``/metrics`` adds to the engine's) until
+        the next report; a report older than 10 s makes the engine answer 503."""
+        self._engine.report_probes(ready, body, metrics)
 
     def push(
         self,
@@ -295,6 +329,11 @@ class DataPlane:
         """Several revocations (a feed's reload)."""
         for session_id, until in sessions:
             self._engine.revoke(session_id, until)
+
+    @property
+    def unknown_keys(self) -> int:
+        """How many tokens named a signing key the engine's JWKS does not hold."""
+        return int(self._engine.unknown_keys)
 
     def metrics(self) -> str:
         """The engine's Prometheus series (text format)."""

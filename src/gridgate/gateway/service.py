@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -39,7 +40,7 @@ from gridgate.gateway.tokens import (
 )
 from gridgate.gateway.upstream import Dispatcher
 from gridgate.internal_auth import InternalSigner
-from gridgate.logs.service import LogParts
+from gridgate.logs.service import LogParts, spool_directory
 from gridgate.registry.client import Discovery, RegistryClient, RegistryUnavailable
 from gridgate.runtime import Runtime
 
@@ -101,7 +102,7 @@ class GatewayParts:
                 max_wait_s=settings.gateway_max_wait_ms / 1000,
             )
         )
-        logs = LogParts.build(runtime)
+        logs = LogParts.build(runtime, engine_writes=settings.gateway_data_plane == "engine")
         parts = cls(
             runtime=runtime,
             holder=SnapshotHolder(runtime.db, runtime.box),
@@ -127,6 +128,16 @@ class GatewayParts:
             ),
         ]
         return parts
+
+    @property
+    def engine(self) -> bool:
+        """Whether the Rust engine serves the request path (settings ``gateway_data_plane``)."""
+        return self.runtime.settings.gateway_data_plane == "engine"
+
+    @property
+    def spool_directory(self) -> Path:
+        """Where the engine appends access records when there is no Redis."""
+        return spool_directory(self.runtime)
 
     def app(self, probes: ASGIApp) -> GatewayApp:
         """The gateway ASGI app (``probes`` answers /healthz, /readyz, /metrics)."""
@@ -160,13 +171,14 @@ class GatewayParts:
         jobs: list[Job] = [
             self._run_dispatch(registry_urls),
             self.holder.run,
-            *self.logs.jobs(pipeline=pipeline),
+            # The engine appends the access records itself (spool or stream).
+            *self.logs.jobs(append=not self.engine, pipeline=pipeline),
         ]
         settings = self.runtime.settings
         jwks_url = settings.accounts_jwks_url or jwks_url
         if isinstance(self.verifier, JwksVerifier) and jwks_url:
             jobs.append(JwksFetcher(jwks_url, self.verifier).run)
-        if settings.redis_url:
+        if settings.redis_url and not self.engine:  # the engine follows the feed itself
             jobs.append(self._run_revocations(settings.redis_url))
         return jobs
 

@@ -15,13 +15,27 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from gridgate.catalog.models import CatalogRevision, Channel, Interface, InterfaceChannelGrant
 from gridgate.catalog.paths import PathTemplate
 from gridgate.catalog.services import CHANNEL_SECRET
 from gridgate.permissions.fields import FieldFilter, FieldRule, compile_rules
-from gridgate.permissions.models import FieldRuleRow, InterfacePermission
+from gridgate.permissions.levels import (
+    Floor,
+    MenuNode,
+    combine_floors,
+    function_floors,
+    menu_levels,
+)
+from gridgate.permissions.models import (
+    FieldRuleRow,
+    FunctionInterface,
+    FunctionRow,
+    InterfacePermission,
+    MenuRow,
+)
 from gridgate.storage.crypto import SecretBox
 from gridgate.storage.db import Database
 
@@ -84,6 +98,10 @@ class InterfaceView:
     #: Requests per second of one client address, and of one account, on this interface.
     client_rate_limit_per_s: int | None = None
     account_rate_limit_per_s: int | None = None
+    #: The version its instances run, and a canary (the engine routes by them; this path not).
+    version: str = "1"
+    canary_version: str | None = None
+    canary_percent: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +200,11 @@ class Snapshot:
     perm_levels: dict[tuple[str, str], int] = field(default_factory=dict)
     #: Interfaces with at least one interface permission: other channels may not call them.
     permissioned: frozenset[str] = frozenset()
+    #: (channel, interface) → the level components and functions ask for there, None when
+    #: they refuse it there (permissions/levels.py).
+    levels: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    #: Interfaces with at least one entry in ``levels``.
+    leveled: frozenset[str] = frozenset()
     #: (interface, channel or None) → the compiled field rules (data control).
     filters: dict[tuple[str, str | None], FieldFilter] = field(default_factory=dict)
 
@@ -220,11 +243,13 @@ def compile_snapshot(
     interfaces: Iterable[InterfaceView],
     permissions: Iterable[PermissionView] = (),
     field_rules: Iterable[FieldRuleView] = (),
+    floors: Iterable[Floor] = (),
 ) -> Snapshot:
     """Build the router and look-up tables (CPU only: safe to run in a worker thread)."""
     by_code = {i.code: i for i in interfaces}
     channel_views = {c.code: c for c in channels}
     perm_levels = {(p.channel, p.interface): p.min_level for p in permissions}
+    levels = combine_floors(floors)
     general: dict[str, list[FieldRule]] = {}
     specific: dict[tuple[str, str], list[FieldRule]] = {}
     for view in field_rules:
@@ -244,6 +269,8 @@ def compile_snapshot(
         interfaces=by_code,
         perm_levels=perm_levels,
         permissioned=frozenset(interface for _, interface in perm_levels),
+        levels=levels,
+        leveled=frozenset(interface for _, interface in levels),
         filters=filters,
     )
 
@@ -268,7 +295,29 @@ def _interface_view(row: Interface, channels: frozenset[str]) -> InterfaceView:
         customer_scope=row.customer_scope,
         client_rate_limit_per_s=row.client_rate_limit_per_s,
         account_rate_limit_per_s=row.account_rate_limit_per_s,
+        version=row.version,
+        canary_version=row.canary_version,
+        canary_percent=row.canary_percent,
     )
+
+
+async def _function_floors(session: AsyncSession) -> list[Floor]:
+    """What functions ask of the interfaces they cover, per channel."""
+    menus = menu_levels(
+        MenuNode(*row)
+        for row in await session.execute(
+            select(MenuRow.id, MenuRow.parent_id, MenuRow.min_level, MenuRow.enabled)
+        )
+    )
+    covers = await session.execute(
+        select(Channel.code, Interface.code, FunctionRow.menu_id, FunctionRow.min_level)
+        .select_from(FunctionInterface)
+        .join(FunctionRow, FunctionRow.id == FunctionInterface.function_id)
+        .join(MenuRow, MenuRow.id == FunctionRow.menu_id)
+        .join(Channel, Channel.id == MenuRow.channel_id)
+        .join(Interface, Interface.id == FunctionInterface.interface_id)
+    )
+    return function_floors(covers, menus)
 
 
 async def read_revision(db: Database) -> int:
@@ -305,10 +354,14 @@ async def load_snapshot(db: Database, box: SecretBox) -> Snapshot:
             _interface_view(row, frozenset(g.channel.code for g in row.channel_grants))
             for row in interface_rows
         ]
-        permissions = [
-            PermissionView(row.channel.code, row.interface.code, row.min_level)
-            for row in await session.scalars(select(InterfacePermission))
-        ]
+        permissions: list[PermissionView] = []
+        floors: list[Floor] = []
+        for row in await session.scalars(select(InterfacePermission)):
+            permissions.append(PermissionView(row.channel.code, row.interface.code, row.min_level))
+            if row.component is not None:  # R6: the component's level; disabled, it refuses
+                level = row.component.min_level if row.component.enabled else None
+                floors.append(Floor(row.channel.code, row.interface.code, level))
+        floors += await _function_floors(session)
         rules = [
             FieldRuleView(
                 row.interface.code,
@@ -319,7 +372,7 @@ async def load_snapshot(db: Database, box: SecretBox) -> Snapshot:
         ]
     # Compiling 10,000 routes takes tens of milliseconds: off the event loop.
     return await asyncio.to_thread(
-        compile_snapshot, revision, channels, interfaces, permissions, rules
+        compile_snapshot, revision, channels, interfaces, permissions, rules, floors
     )
 
 

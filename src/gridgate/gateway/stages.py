@@ -197,14 +197,22 @@ class UserAuth:
 def required_level(snapshot: Snapshot, channel: str, interface: InterfaceView) -> int | None:
     """The level a caller on ``channel`` needs for ``interface``; None when the channel may not.
 
-    A handful of dictionary look-ups: this is the permission decision of every request.
+    A handful of dictionary look-ups: this is the permission decision of every request. The
+    interface permission says which channels may call; components and functions (``levels``)
+    only raise the level on their channel, or refuse there when disabled.
     """
     required = interface.min_level
-    if interface.code in snapshot.permissioned:
-        granted = snapshot.perm_levels.get((channel, interface.code))
+    code = interface.code
+    if code in snapshot.permissioned:
+        granted = snapshot.perm_levels.get((channel, code))
         if granted is None:
             return None
         required = max(required, granted)
+    if code in snapshot.leveled and (channel, code) in snapshot.levels:
+        floor = snapshot.levels[(channel, code)]
+        if floor is None:
+            return None
+        required = max(required, floor)
     return required
 
 
@@ -222,9 +230,9 @@ def _stale_token_detail(required: int, token_level: int) -> str:
 
 
 class Permission:
-    """Interface permissions and levels (R9, R10): the channel must be allowed to call the
-    interface, and the account's level (认证等级) must reach what the interface and the
-    channel's permission ask for."""
+    """Interface permissions and levels (R6, R9, R10): the channel must be allowed to call the
+    interface, and the account's level (认证等级) must reach what the interface, the
+    channel's permission and its component, and the functions covering it ask for."""
 
     def __call__(self, exchange: Exchange) -> None:
         """Answer ``perm.denied`` or ``perm.level_required`` (with the level needed)."""

@@ -89,10 +89,18 @@ class MemoryRevocationList:
         self._clock = clock
         self._until: dict[str, float] = {}
         self._next_purge = 0.0
+        #: Told of each revocation (session id, refuse until): the engine refuses at once.
+        self.listeners: list[Callable[[str, float], None]] = []
+
+    def entries(self) -> dict[str, float]:
+        """Session id → the time until which its tokens are refused (grace included)."""
+        return {sid: until + self.grace_s for sid, until in self._until.items()}
 
     def revoke(self, session_id: str, until: float) -> None:
         """Refuse the session's tokens until ``until`` (plus the grace)."""
         self._until[session_id] = max(until, self._until.get(session_id, until))
+        for listener in self.listeners:
+            listener(session_id, self._until[session_id] + self.grace_s)
         now = self._clock()
         if now >= self._next_purge:  # amortised: without a feed nothing else purges
             self.purge()
@@ -196,6 +204,10 @@ class JwksVerifier:
         #: Called (on the event loop, without arguments) when a token names an unknown key;
         #: :class:`JwksFetcher` sets it to refresh early, as after a rotation.
         self.on_unknown_kid: Callable[[], None] | None = None
+        #: The JWKS document whose keys are installed (None before the first).
+        self.jwks: dict[str, Any] | None = None
+        #: Called (on the event loop) when the set of key ids changed: the engine gets them.
+        self.on_keys_changed: Callable[[], None] | None = None
 
     @property
     def key_ids(self) -> frozenset[str]:
@@ -211,8 +223,11 @@ class JwksVerifier:
         changed = keys.keys() != self._keys.keys()
         self._verified = {}  # tokens of a removed key must be checked again
         self._keys = keys  # one reference swap: a concurrent verify sees old or new, never a mix
+        self.jwks = dict(jwks)
         if changed:  # not at every refresh (a minute): a console shows what changes
             _log.info("jwks_keys_set", kids=sorted(keys))
+            if self.on_keys_changed is not None:
+                self.on_keys_changed()
 
     def verify(self, token: str) -> Claims:
         """The token's claims, or :class:`InvalidToken` for anything wrong with it.

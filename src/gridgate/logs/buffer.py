@@ -25,7 +25,15 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-__all__ = ["BufferStats", "Entry", "Lines", "LogBuffer", "RedisStreamBuffer", "SpoolBuffer"]
+__all__ = [
+    "BufferStats",
+    "Entry",
+    "Lines",
+    "LogBuffer",
+    "RedisStreamBuffer",
+    "SpoolBuffer",
+    "StreamReaders",
+]
 
 _log = structlog.get_logger("gridgate.logs.buffer")
 #: How long a spool write may wait for its sync to disk (Redis's ``appendfsync everysec``).
@@ -82,6 +90,21 @@ class BufferStats:
     pending: int
 
 
+@dataclass(frozen=True, slots=True)
+class StreamReaders:
+    """How the batchers (``gridgate serve logs``) keep up with the shared stream."""
+
+    #: Seconds the oldest record not yet taken by a batcher has waited (None: none waits).
+    oldest_age_s: float | None
+    #: Batchers the consumer group knows, and seconds since the most recent one was last
+    #: seen by Redis (None: no batcher ever read the stream).
+    consumers: int
+    last_seen_s: float | None
+    #: The stream's length bound removed records no batcher had read: nobody reads it, or
+    #: the batchers fall a whole stream behind. Those records are lost.
+    trimmed_unread: bool
+
+
 class LogBuffer(Protocol):
     """A durable queue of access-log records read by a consumer group."""
 
@@ -108,6 +131,11 @@ class LogBuffer(Protocol):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    milliseconds, _, sequence = _text(value).partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 class RedisStreamBuffer:
@@ -256,6 +284,32 @@ class RedisStreamBuffer:
         first_ms = min(int(entry_id.partition("-")[0]) for entry_id in oldest)
         return max(0.0, seconds + micros / 1e6 - first_ms / 1000)
 
+    async def readers(self) -> StreamReaders:
+        """How the consumer group keeps up: the oldest waiting record's age, its batchers,
+        and whether trimming removed records it had not read (Redis 7's stream counters)."""
+        age = await self.oldest_age_s()  # creates the group if need be
+        info = await self.redis.xinfo_stream(self.key)
+        groups = await self.redis.xinfo_groups(self.key)
+        group = next((g for g in groups if _text(g["name"]) == self.group), None)
+        consumers = await self.redis.xinfo_consumers(self.key, self.group) if group else []
+        # ``idle``: since the consumer's last read attempt (Redis 7.2; before: its last read
+        # that took entries).
+        idle = [int(c["idle"]) for c in consumers]
+        added = info.get("entries-added")
+        trimmed = added is not None and int(added) > int(info["length"])
+        if trimmed and group is not None:
+            delivered = _stream_id(group["last-delivered-id"])
+            first = info.get("first-entry")
+            # Everything before the first entry was trimmed: lost if the group had not got
+            # that far (exactly at the boundary it lost nothing, but is a stream behind).
+            trimmed = first is None or delivered < _stream_id(first[0])
+        return StreamReaders(
+            oldest_age_s=age,
+            consumers=len(consumers),
+            last_seen_s=min(idle) / 1000 if idle else None,
+            trimmed_unread=trimmed,
+        )
+
     async def close(self) -> None:
         """Close the client when this buffer made it."""
         if self._owns_client:
@@ -313,11 +367,19 @@ class SpoolBuffer:
     """
 
     def __init__(
-        self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024, fsync: bool = True
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 64 * 1024 * 1024,
+        fsync: bool = True,
+        follow: bool = False,
     ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.fsync = fsync
+        #: Another writer (the gateway's engine) appends the segments: this one reads, acks
+        #: and learns the files' ends from the disk at each read; ``append`` is refused.
+        self.follow = follow
         self._lock = threading.Lock()
         #: Segments written since their last sync, and the pending sync.
         self._unsynced: set[int] = set()
@@ -331,7 +393,11 @@ class SpoolBuffer:
         )
         if not self._segments:
             self._segments = [self._committed]
-        self._end = self._segments[-1] + self._repair_tail(self._path(self._segments[-1]))
+        last = self._path(self._segments[-1])
+        if follow:  # the writer cuts a torn line itself; only whole lines are ever read
+            self._end = self._segments[-1] + (last.stat().st_size if last.exists() else 0)
+        else:
+            self._end = self._segments[-1] + self._repair_tail(last)
         self._position = max(self._committed, self._segments[0])  # next offset to deliver
         self._delivered: deque[tuple[int, int]] = deque()  # (offset, end) not yet acked
         self._acked: set[int] = set()
@@ -371,8 +437,26 @@ class SpoolBuffer:
             self._end += len(payload)
             self._unsynced.add(base)
 
+    def _learn_ends(self) -> None:
+        """Follow mode: the segments and the end of the last one as the writer left them."""
+        bases = sorted(
+            int(p.name.removesuffix(_SEGMENT_SUFFIX))
+            for p in self.directory.glob(f"*{_SEGMENT_SUFFIX}")
+        )
+        if not bases:
+            return
+        try:
+            size = self._path(bases[-1]).stat().st_size
+        except FileNotFoundError:  # acknowledged and deleted meanwhile: nothing new
+            return
+        with self._lock:
+            self._segments = bases
+            self._end = max(self._end, bases[-1] + size)
+
     async def append(self, records: Sequence[bytes]) -> None:
         """Append ``records`` to the active segment before returning (synced within 1 s)."""
+        if self.follow:
+            raise RuntimeError("this spool is written by the gateway engine, not appended to")
         if not records:
             return
         self._append_sync(records)
@@ -414,6 +498,8 @@ class SpoolBuffer:
     def _read_sync(self, count: int) -> list[Entry]:
         # The lock is held only to look at and to move the positions: appends (on the event
         # loop) never wait for the file reads. Only this consumer moves the read position.
+        if self.follow:
+            self._learn_ends()
         with self._lock:
             position, end, segments = self._position, self._end, list(self._segments)
         entries: list[Entry] = []
@@ -516,6 +602,8 @@ class SpoolBuffer:
         return await asyncio.to_thread(self._stats_sync)
 
     def _stats_sync(self) -> BufferStats:
+        if self.follow:
+            self._learn_ends()
         with self._lock:  # a snapshot; the files are read without holding up appends
             segments, position, end = list(self._segments), self._position, self._end
         waiting = 0

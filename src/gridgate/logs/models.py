@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Float, Index, Integer, String
+from sqlalchemy import Float, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gridgate.storage.models import Base, BigIntId, UTCDateTime, utcnow
 
-__all__ = ["AccountAction", "AnalyzedHour", "ErrorHour", "TrafficHour"]
+__all__ = ["AccountAction", "AnalyzedFile", "AnalyzedHour", "ErrorHour", "TrafficHour"]
 
 #: Stored for a record without a channel or interface (unknown channel, unmatched path).
 NONE = ""
@@ -30,6 +30,11 @@ class TrafficHour(Base):
     p99_ms: Mapped[float] = mapped_column(Float)
     queue_wait_p99_ms: Mapped[float] = mapped_column(Float)
     accounts: Mapped[int] = mapped_column(Integer)
+    #: The summaries the percentiles and ``accounts`` are read from, merged as files are
+    #: added (:mod:`gridgate.logs.sketches`); null on rows of hours analysed whole before them.
+    latency_sketch: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    queue_wait_sketch: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    accounts_sketch: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class ErrorHour(Base):
@@ -59,17 +64,33 @@ class AccountAction(Base):
 
     __table_args__ = (
         Index("ix_log_account_actions_account_time", "account_id", "time"),
-        # Re-analysing an hour deletes its rows by time.
+        # Retention deletes the oldest rows by time.
         Index("ix_log_account_actions_time", "time"),
     )
 
 
 class AnalyzedHour(Base):
-    """Which Parquet files an hour's results were computed from (recompute when they change)."""
+    """How far an hour's analysis is: a digest of the names of the files its rows hold.
+
+    Every change to an hour's rows first updates this row, so two analysers never add to one
+    hour at once (the row's lock on PostgreSQL, the write lock on SQLite).
+    """
 
     __tablename__ = "log_analyzed_hours"
 
     hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     files_digest: Mapped[str] = mapped_column(String(64))
     records: Mapped[int] = mapped_column(Integer)
+    analyzed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AnalyzedFile(Base):
+    """A Parquet file whose records an hour's rows hold: written in the transaction that
+    added them, so a file is counted once, crash or not."""
+
+    __tablename__ = "log_analyzed_files"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    #: The file's name in its hour's directory (``part_<first>_<last>.parquet``).
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
     analyzed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

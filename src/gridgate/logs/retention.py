@@ -6,9 +6,11 @@ event loop free between them, and at most ``max_batches`` of each kind per run (
 follows next run), so a first run over years of data never stalls the process.
 
 Files go by whole hours: an hour's directory is renamed aside first (one rename on a local
-disk), so the analysis never sees half an hour and recomputes it from what is left. Rows of an
-hour go with its ``log_analyzed_hours`` row, in one transaction. Every run that removed
-something writes one audit event (actor ``system:logs``, action ``logs.retention``).
+disk), so the analysis never reads a file that is being removed. Removing files changes no
+rows: the analysis only adds files it has not counted. Rows of an hour go with its
+``log_analyzed_hours`` row and the names of its analysed files, in one transaction, so a file
+of that hour found later is counted afresh. Every run that removed something writes one audit
+event (actor ``system:logs``, action ``logs.retention``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import structlog
 from sqlalchemy import delete, func, select, union
 
 from gridgate.logs.analysis import every
-from gridgate.logs.models import AccountAction, AnalyzedHour, ErrorHour, TrafficHour
+from gridgate.logs.models import AccountAction, AnalyzedFile, AnalyzedHour, ErrorHour, TrafficHour
 from gridgate.logs.storage import ParquetStore, hour_of
 from gridgate.operators.audit import Actor, record
 from gridgate.operators.models import AuditEvent
@@ -51,12 +53,13 @@ class RetentionRun:
     error_rows: int = 0
     trajectory_rows: int = 0
     analyzed_hours: int = 0
+    analyzed_files: int = 0
 
     @property
     def removed(self) -> bool:
         """Whether the run removed anything."""
         counts = (self.hours, self.files, self.traffic_rows, self.error_rows)
-        return any((*counts, self.trajectory_rows, self.analyzed_hours))
+        return any((*counts, self.trajectory_rows, self.analyzed_hours, self.analyzed_files))
 
     def as_audit(self) -> dict[str, Any]:
         """The run as the audit event's ``after``."""
@@ -138,7 +141,9 @@ class Retention:
                     fs.delete_dir(parent)
 
     async def _remove_rows(self, before: datetime) -> dict[str, int]:
-        counts = {"traffic_rows": 0, "error_rows": 0, "trajectory_rows": 0, "analyzed_hours": 0}
+        counts = dict.fromkeys(
+            ("traffic_rows", "error_rows", "trajectory_rows", "analyzed_hours", "analyzed_files"), 0
+        )
         for _ in range(self.max_batches):
             async with self.db.transaction() as session:
                 # The oldest hours first, a bounded number of them per transaction.
@@ -156,6 +161,7 @@ class Retention:
                     (TrafficHour, "traffic_rows"),
                     (ErrorHour, "error_rows"),
                     (AnalyzedHour, "analyzed_hours"),
+                    (AnalyzedFile, "analyzed_files"),
                 ):
                     result = await session.execute(delete(model).where(model.hour.in_(hours)))
                     counts[key] += int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import structlog
@@ -23,12 +23,19 @@ from prometheus_client import Counter, Gauge
 from gridgate.gateway.accesslog import AccessRecord
 from gridgate.logs.analysis import Analyzer
 from gridgate.logs.batcher import Batcher
-from gridgate.logs.buffer import Lines, LogBuffer, RedisStreamBuffer, SpoolBuffer
+from gridgate.logs.buffer import Lines, LogBuffer, RedisStreamBuffer, SpoolBuffer, StreamReaders
 from gridgate.logs.retention import Retention
 from gridgate.logs.storage import ParquetStore
 from gridgate.runtime import Runtime
 
-__all__ = ["Job", "LogParts", "LogService", "ServiceStatus"]
+__all__ = [
+    "Job",
+    "LogParts",
+    "LogService",
+    "PipelineState",
+    "ServiceStatus",
+    "spool_directory",
+]
 
 _log = structlog.get_logger("gridgate.logs.service")
 Job = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -50,6 +57,34 @@ class ServiceStatus:
     queued: int
     appended: int
     dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineState:
+    """Whether the batchers keep up with the shared buffer (the gateway's ``log_pipeline``)."""
+
+    status: Literal["ok", "warning", "failing"]
+    detail: str | None = None
+
+    @classmethod
+    def of(cls, readers: StreamReaders, *, warning_s: float, fail_s: float | None) -> PipelineState:
+        """``warning`` once the oldest waiting record is older than ``warning_s`` or records
+        were trimmed unread; ``failing`` past ``fail_s`` when set (trimmed: past any)."""
+        if readers.trimmed_unread:
+            detail = (
+                "access-log records were trimmed from the stream before any batcher read them "
+                "(is serve logs running?)"
+            )
+            return cls("failing" if fail_s is not None else "warning", detail)
+        age = readers.oldest_age_s
+        if age is None:
+            return cls("ok")
+        detail = f"oldest unbatched access-log record waits {age:.0f} s (is serve logs running?)"
+        if fail_s is not None and age > fail_s:
+            return cls("failing", detail)
+        if age > warning_s:
+            return cls("warning", detail)
+        return cls("ok")
 
 
 class LogService:
@@ -145,11 +180,17 @@ def default_storage_url(runtime: Runtime) -> str:
     return str((runtime.settings.data_dir / "logs").resolve())
 
 
-def build_buffer(runtime: Runtime) -> LogBuffer:
-    """The Redis Stream when the settings name Redis, else the spool in the data dir."""
+def spool_directory(runtime: Runtime) -> Path:
+    """Where a process's own log spool lives (embedded mode: no Redis)."""
+    return Path(runtime.settings.data_dir) / "log-spool"
+
+
+def build_buffer(runtime: Runtime, *, follow: bool = False) -> LogBuffer:
+    """The Redis Stream when the settings name Redis, else the spool in the data dir
+    (``follow``: the gateway's engine writes the spool, this process only reads it)."""
     if runtime.settings.redis_url:
         return RedisStreamBuffer.from_url(runtime.settings.redis_url)
-    return SpoolBuffer(Path(runtime.settings.data_dir) / "log-spool")
+    return SpoolBuffer(spool_directory(runtime), follow=follow)
 
 
 @dataclass
@@ -175,9 +216,11 @@ class LogParts:
         storage_url: str | None = None,
         consumer: str | None = None,
         analysis_interval_s: float = 60.0,
+        engine_writes: bool = False,
     ) -> LogParts:
-        """Wire the buffer the settings name, the store at ``storage_url`` and the jobs."""
-        buffer = build_buffer(runtime)
+        """Wire the buffer the settings name, the store at ``storage_url`` and the jobs
+        (``engine_writes``: the gateway's engine appends the records, not :class:`LogService`)."""
+        buffer = build_buffer(runtime, follow=engine_writes)
         store = ParquetStore(storage_url or default_storage_url(runtime))
         # One consumer name per host: a restarted batcher takes back its own pending batch.
         batcher = Batcher(buffer, store, consumer=consumer or socket.gethostname())
@@ -212,6 +255,14 @@ class LogParts:
         if not isinstance(self.buffer, RedisStreamBuffer):
             return None
         return await self.buffer.oldest_age_s()
+
+    async def state(self, *, warning_s: float, fail_s: float | None = None) -> PipelineState:
+        """Whether ``gridgate serve logs`` keeps up with the shared buffer (always ``ok`` for
+        this process's own spool, which its own jobs batch)."""
+        if not isinstance(self.buffer, RedisStreamBuffer):
+            return PipelineState("ok")
+        readers = await self.buffer.readers()
+        return PipelineState.of(readers, warning_s=warning_s, fail_s=fail_s)
 
     def jobs(self, *, append: bool = True, pipeline: bool = True) -> list[Job]:
         """Background jobs: ``append`` hands what was offered to the buffer; ``pipeline``

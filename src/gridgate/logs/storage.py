@@ -58,6 +58,15 @@ class BatchFile:
     first: tuple[int, int]
     last: tuple[int, int]
 
+    @property
+    def name(self) -> str:
+        """The file's name in its hour's directory."""
+        return self.path.rsplit("/", 1)[-1]
+
+    def overlaps(self, other: BatchFile) -> bool:
+        """Whether the two batches' id ranges meet (a batch re-delivered in another shape)."""
+        return self.first <= other.last and other.first <= self.last
+
 
 def hour_of(time: datetime) -> datetime:
     """The UTC hour ``time`` falls in."""
@@ -97,11 +106,25 @@ class ParquetStore:
         self.filesystem.move(tmp, path)
         return path
 
+    def _infos(self, since: datetime | None) -> list[Any]:
+        # Only the days from ``since`` on are walked: the analysis looks at the last hours
+        # every minute, and a store keeps months of files.
+        selector = pafs.FileSelector(self.root, recursive=since is None, allow_not_found=True)
+        infos = self.filesystem.get_file_info(selector)
+        if since is None:
+            return list(infos)
+        first_day = f"date={since.astimezone(UTC):%Y-%m-%d}"
+        found = []
+        for info in infos:
+            if info.type == pafs.FileType.Directory and info.base_name >= first_day:
+                inside = pafs.FileSelector(info.path, recursive=True, allow_not_found=True)
+                found += self.filesystem.get_file_info(inside)
+        return found
+
     def files(self, since: datetime | None = None) -> list[BatchFile]:
         """Every complete file, optionally only of hours from ``since`` on."""
-        selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
         found = []
-        for info in self.filesystem.get_file_info(selector):
+        for info in self._infos(since):
             match = _FILE.search(info.path)
             if info.type != pafs.FileType.File or match is None:
                 continue

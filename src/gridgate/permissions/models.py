@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from gridgate.catalog.models import Channel, Component, Interface
 from gridgate.storage.models import Base, BigIntId
 
-__all__ = ["FieldRuleRow", "FunctionRow", "InterfacePermission", "MenuRow"]
+__all__ = ["FieldRuleRow", "FunctionInterface", "FunctionRow", "InterfacePermission", "MenuRow"]
 
 
 class MenuRow(Base):
@@ -51,11 +51,35 @@ class FunctionRow(Base):
     min_level: Mapped[int] = mapped_column(Integer, default=0)
 
     menu: Mapped[MenuRow] = relationship(lazy="joined")
+    #: The interfaces the function calls: on its channel they need at least its level. Loaded
+    #: only when asked for (``selectinload``): the menus answer reads functions without them.
+    covers: Mapped[list[FunctionInterface]] = relationship(
+        lazy="raise",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        back_populates="function",
+    )
 
     __table_args__ = (
         UniqueConstraint("menu_id", "code", name="uq_perm_functions_menu_code"),
         CheckConstraint("min_level BETWEEN 0 AND 2", name="level_range"),
     )
+
+
+class FunctionInterface(Base):
+    """Function ``function`` covers interface ``interface`` (function permission, R10)."""
+
+    __tablename__ = "perm_function_interfaces"
+
+    function_id: Mapped[int] = mapped_column(
+        ForeignKey("perm_functions.id", ondelete="CASCADE"), primary_key=True
+    )
+    interface_id: Mapped[int] = mapped_column(
+        ForeignKey("interfaces.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+    function: Mapped[FunctionRow] = relationship(back_populates="covers")
+    interface: Mapped[Interface] = relationship(lazy="joined")
 
 
 class InterfacePermission(Base):

@@ -24,6 +24,8 @@ __all__ = [
 ]
 
 Path = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+#: Codes of the interfaces a function covers (at most as many as an authorization list).
+InterfaceCodes = Annotated[list[Code], Field(max_length=1000)]
 Action = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 
 
@@ -64,26 +66,29 @@ class MenuOut(BaseModel):
 
 
 class FunctionIn(StrictModel):
-    """A function under a menu."""
+    """A function under a menu, and the interfaces it covers: on its channel, a caller needs
+    the function's level (with its menus') to call them."""
 
     channel: Code
     menu: Code
     code: Code
     name: Name
     min_level: Level = 0
+    interfaces: InterfaceCodes = Field(default_factory=list)
 
 
 class FunctionUpdate(StrictModel):
     """Changes to a function; absent fields stay, its channel and code too. ``menu`` moves it
-    to another menu of its channel."""
+    to another menu of its channel; ``interfaces`` replaces the list it covers."""
 
     menu: Code | None = None
     name: Name | None = None
     min_level: Level | None = None
+    interfaces: InterfaceCodes | None = None
 
 
 class FunctionOut(BaseModel):
-    """A function."""
+    """A function with the interfaces it covers (sorted codes)."""
 
     id: int
     channel: str
@@ -91,6 +96,7 @@ class FunctionOut(BaseModel):
     code: str
     name: str
     min_level: int
+    interfaces: list[str]
 
 
 class InterfacePermissionIn(StrictModel):

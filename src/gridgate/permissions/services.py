@@ -12,13 +12,20 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
 
 from gridgate.catalog.models import Channel, Component, Interface
 from gridgate.catalog.services import record_catalog_change
 from gridgate.errors import Conflict, InvalidRequest, NotFound
 from gridgate.operators.audit import Actor
 from gridgate.permissions.fields import parse_action, parse_path
-from gridgate.permissions.models import FieldRuleRow, FunctionRow, InterfacePermission, MenuRow
+from gridgate.permissions.models import (
+    FieldRuleRow,
+    FunctionInterface,
+    FunctionRow,
+    InterfacePermission,
+    MenuRow,
+)
 from gridgate.permissions.schemas import (
     FieldRuleIn,
     FieldRuleOut,
@@ -34,7 +41,7 @@ from gridgate.permissions.schemas import (
     MenuUpdate,
 )
 
-__all__ = ["PermissionService"]
+__all__ = ["PermissionService", "channel_menus"]
 
 
 def _changes(data: BaseModel, nullable: Iterable[str] = ()) -> dict[str, Any]:
@@ -44,6 +51,29 @@ def _changes(data: BaseModel, nullable: Iterable[str] = ()) -> dict[str, Any]:
         if value is None and field not in nullable:
             raise InvalidRequest(f"{field} cannot be null", field=field)
     return changes
+
+
+async def channel_menus(
+    session: AsyncSession, channel: str
+) -> tuple[list[MenuRow], list[FunctionRow]]:
+    """The enabled menus of a channel (by ``position``, then code) and their functions (by code),
+    as apps show them to customers (``GET /api/v1/me/menus``)."""
+    menus = list(
+        await session.scalars(
+            select(MenuRow)
+            .join(Channel, MenuRow.channel)
+            .where(Channel.code == channel, MenuRow.enabled.is_(True))
+            .order_by(MenuRow.position, MenuRow.code)
+        )
+    )
+    functions = list(
+        await session.scalars(
+            select(FunctionRow)
+            .where(FunctionRow.menu_id.in_([m.id for m in menus]))
+            .order_by(FunctionRow.code)
+        )
+    )
+    return menus, functions
 
 
 def _check_field_rule(path: str, action: str) -> None:
@@ -215,12 +245,57 @@ class PermissionService:
             code=row.code,
             name=row.name,
             min_level=row.min_level,
+            interfaces=sorted(cover.interface.code for cover in row.covers),
         )
+
+    async def _coverable(self, channel_id: int, codes: list[str]) -> list[Interface]:
+        """The interfaces ``codes`` names, each authorized for the channel (a function cannot
+        open an interface its channel may not call; it only raises the level needed)."""
+        wanted = sorted(set(codes))
+        if not wanted:
+            return []
+        rows = list(await self.session.scalars(select(Interface).where(Interface.code.in_(wanted))))
+        missing = sorted(set(wanted) - {row.code for row in rows})
+        if missing:
+            raise InvalidRequest(f"unknown interfaces: {', '.join(missing)}", field="interfaces")
+        outside = sorted(
+            row.code
+            for row in rows
+            if all(grant.channel_id != channel_id for grant in row.channel_grants)
+        )
+        if outside:
+            raise InvalidRequest(
+                f"the channel is not authorized for: {', '.join(outside)}", field="interfaces"
+            )
+        return rows
+
+    @staticmethod
+    def _cover(row: FunctionRow, interfaces: list[Interface]) -> None:
+        """Make ``interfaces`` the ones the function covers (entries that stay are kept)."""
+        kept = {cover.interface_id: cover for cover in row.covers}
+        row.covers = [
+            kept.get(interface.id) or FunctionInterface(interface=interface)
+            for interface in interfaces
+        ]
+
+    async def _function(self, function_id: int) -> FunctionRow:
+        """One function with the interfaces it covers; NotFound if there is none."""
+        row = (
+            await self.session.scalars(
+                select(FunctionRow)
+                .where(FunctionRow.id == function_id)
+                .options(selectinload(FunctionRow.covers))
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"function {function_id} does not exist")
+        return row
 
     async def functions(self, channel: str | None) -> list[FunctionOut]:
         """Functions, by channel, menu and code."""
         query = (
             select(FunctionRow)
+            .options(selectinload(FunctionRow.covers))
             .join(MenuRow, FunctionRow.menu)
             .join(Channel, MenuRow.channel)
             .order_by(Channel.code, MenuRow.code, FunctionRow.code)
@@ -230,7 +305,7 @@ class PermissionService:
         return [self._function_out(row) for row in await self.session.scalars(query)]
 
     async def create_function(self, data: FunctionIn) -> FunctionOut:
-        """Add a function under a menu of a channel."""
+        """Add a function under a menu of a channel, with the interfaces it covers."""
         channel = await self._by_code(Channel, data.channel, "channel")
         menu = await self._on_channel(MenuRow, channel.id, data.menu, "menu", "menu")
         if (
@@ -239,7 +314,14 @@ class PermissionService:
             )
         ).first():
             raise Conflict(f"function {data.code!r} already exists", field="code")
-        row = FunctionRow(menu=menu, code=data.code, name=data.name, min_level=data.min_level)
+        interfaces = await self._coverable(channel.id, data.interfaces)
+        row = FunctionRow(
+            menu=menu,
+            code=data.code,
+            name=data.name,
+            min_level=data.min_level,
+            covers=[FunctionInterface(interface=interface) for interface in interfaces],
+        )
         self.session.add(row)
         await self.session.flush()
         out = self._function_out(row)
@@ -247,10 +329,13 @@ class PermissionService:
         return out
 
     async def update_function(self, function_id: int, data: FunctionUpdate) -> FunctionOut:
-        """Change a function; ``menu`` moves it to another menu of its channel."""
-        row = await self._get(FunctionRow, function_id, "function")
+        """Change a function; ``menu`` moves it to another menu of its channel, ``interfaces``
+        replaces what it covers."""
+        row = await self._function(function_id)
         before = self._function_out(row)
         changes = _changes(data)
+        if "interfaces" in changes:
+            self._cover(row, await self._coverable(row.menu.channel_id, changes.pop("interfaces")))
         menu_code = changes.pop("menu", None)
         if menu_code is not None and menu_code != row.menu.code:
             menu = await self._on_channel(MenuRow, row.menu.channel_id, menu_code, "menu", "menu")
@@ -270,7 +355,7 @@ class PermissionService:
 
     async def delete_function(self, function_id: int) -> None:
         """Remove a function."""
-        row = await self._get(FunctionRow, function_id, "function")
+        row = await self._function(function_id)
         before = self._function_out(row)
         await self.session.delete(row)
         await self._changed("function.delete", "function", str(function_id), before, None)

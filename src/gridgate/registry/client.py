@@ -337,6 +337,11 @@ class Discovery:
             found = self._views[service] = [i for i in every if i.healthy] or every
         return found
 
+    def every(self, service: str) -> list[InstanceInfo]:
+        """Every known instance of ``service``, healthy or not, in address order (the engine
+        decides itself which serve)."""
+        return sorted(self._cache.get(service, {}).values(), key=lambda i: (i.host, i.port))
+
     def choose(
         self, service: str, *, key: str | None = None, exclude: Collection[str] = ()
     ) -> InstanceInfo | None:

@@ -97,8 +97,25 @@ class Database:
             config.attributes["connection"] = connection
             step(config, revision)
 
-        async with self.engine.begin() as conn:
-            await conn.run_sync(run)
+        async with self.engine.connect() as conn:
+            if self.is_sqlite:
+                # SQLite alters a table by copying it and dropping the original: with foreign
+                # keys on, dropping a table that other rows refer to fails. They are off while
+                # migrating (a pragma takes effect only outside a transaction) and checked at
+                # the end instead.
+                await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                await conn.commit()
+            try:
+                async with conn.begin():
+                    await conn.run_sync(run)
+                    if self.is_sqlite:
+                        broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                        if broken:
+                            raise RuntimeError(f"migration broke foreign keys: {broken[:5]}")
+            finally:
+                if self.is_sqlite:
+                    await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    await conn.commit()
 
     async def current_revision(self) -> str | None:
         """The schema revision the database is at, or None when never migrated."""

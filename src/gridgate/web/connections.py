@@ -27,7 +27,7 @@ import math
 import resource
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Protocol
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from gridgate.settings import Settings
 
 __all__ = [
+    "METRICS",
     "PRESSURE_RATIO",
     "ConnectionBudget",
     "ConnectionGuard",
@@ -254,6 +255,10 @@ class _ConnectionMetrics:
         self.guards: weakref.WeakSet[ConnectionGuard] = weakref.WeakSet()
         self.refused: dict[tuple[str, str], int] = {}
         self.timed_out: dict[tuple[str, str], int] = {}
+        #: Listeners that keep their own counts (the gateway's engine): each gives the
+        #: samples of these families, by family name, when scraped.
+        self.sources: list[Callable[[], Mapping[str, Iterable[tuple[tuple[str, ...], float]]]]]
+        self.sources = []
         if registry is not None:
             registry.register(self)
 
@@ -300,6 +305,12 @@ class _ConnectionMetrics:
                 opened.add_metric((listener,), count)
             for listener, cap in now_max.items():
                 caps.add_metric((listener,), cap)
+            families = {f.name: f for f in (refused, timed_out, opened, caps)}
+            for source in self.sources:
+                for name, samples in source().items():
+                    if name in families:
+                        for labels, number in samples:
+                            families[name].add_metric(labels, number)
         yield from (refused, timed_out, opened, caps)
 
 

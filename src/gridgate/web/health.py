@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute, Route
 
 from gridgate.web.metrics import metrics_endpoint
 
-__all__ = ["Check", "Verdict", "probe_routes"]
+__all__ = ["Check", "Verdict", "probe_routes", "readiness"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,21 @@ def _verdict(result: bool | Verdict) -> Verdict:
     return Verdict("ok" if result else "failing")
 
 
+async def readiness(listener: str, checks: Mapping[str, Check]) -> tuple[bool, dict[str, object]]:
+    """Run ``checks``: whether the listener is ready, and the ``/readyz`` answer's body."""
+    results = {name: _verdict(await check()) for name, check in checks.items()}
+    ready = all(verdict.status != "failing" for verdict in results.values())
+    body: dict[str, object] = {
+        "status": "ready" if ready else "unavailable",
+        "listener": listener,
+        "checks": {name: verdict.status for name, verdict in results.items()},
+    }
+    details = {name: v.detail for name, v in results.items() if v.detail is not None}
+    if details:
+        body["details"] = details
+    return ready, body
+
+
 def probe_routes(listener: str, checks: Mapping[str, Check]) -> list[BaseRoute]:
     """The health, readiness and metrics routes of a listener."""
 
@@ -40,16 +55,7 @@ def probe_routes(listener: str, checks: Mapping[str, Check]) -> list[BaseRoute]:
         return JSONResponse({"status": "ok", "listener": listener})
 
     async def readyz(_request: Request) -> JSONResponse:
-        results = {name: _verdict(await check()) for name, check in checks.items()}
-        ready = all(verdict.status != "failing" for verdict in results.values())
-        body: dict[str, object] = {
-            "status": "ready" if ready else "unavailable",
-            "listener": listener,
-            "checks": {name: verdict.status for name, verdict in results.items()},
-        }
-        details = {name: v.detail for name, v in results.items() if v.detail is not None}
-        if details:
-            body["details"] = details
+        ready, body = await readiness(listener, checks)
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return [

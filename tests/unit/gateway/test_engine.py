@@ -14,15 +14,30 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from gridgate.catalog.schemas import (
+    Authorizations,
+    BusinessSystemCreate,
+    ChannelCreate,
+    ComponentCreate,
+    ComponentUpdate,
+    InterfaceCreate,
+    InterfaceUpdate,
+)
+from gridgate.catalog.services import CatalogService
 from gridgate.demo.data import generate_demo_data
 from gridgate.demo.seed import seed_demo
 from gridgate.errors import InternalSignatureInvalid
-from gridgate.gateway.engine import DataPlane, EngineConfig, engine_available
+from gridgate.gateway.engine import DataPlane, EngineConfig, compile_document, engine_available
 from gridgate.gateway.signing import signed_headers
 from gridgate.gateway.snapshot import Snapshot, load_snapshot
+from gridgate.gateway.stages import required_level
 from gridgate.internal_auth import InternalKeys, InternalVerifier
 from gridgate.logs.buffer import SpoolBuffer
+from gridgate.operators.audit import Actor
+from gridgate.permissions.schemas import FunctionIn, InterfacePermissionIn, MenuIn
+from gridgate.permissions.services import PermissionService
 from gridgate.registry.client import InstanceInfo
 from gridgate.runtime import Runtime
 from tests.conftest import make_settings
@@ -128,3 +143,92 @@ async def test_a_signed_call_passes_and_an_unsigned_one_is_refused(
         (401, "channel.unknown", None),
     ]
     assert records[0]["upstream"] == "notices-1"
+
+
+async def test_the_document_carries_levels_canaries_and_instance_metadata(
+    runtime: Runtime,
+) -> None:
+    async with runtime.db.transaction() as session:
+        catalog = CatalogService(session, runtime.box, Actor("test"))
+        await catalog.create_business_system(
+            BusinessSystemCreate(
+                code="svc", name="svc", host="127.0.0.1", port=80, password=SecretStr("pw-123456")
+            )
+        )
+        for code in ("app", "web"):
+            await catalog.create_channel(ChannelCreate(code=code, name=code, type="app"))
+        for code in ("bills", "pay"):
+            await catalog.create_interface(
+                InterfaceCreate(
+                    code=code,
+                    name=code,
+                    method="GET",
+                    path=f"/api/v1/{code}",
+                    provider="svc",
+                    target_service="svc",
+                )
+            )
+            await catalog.set_authorizations(code, Authorizations(channels=["app", "web"]))
+        await catalog.update_interface(
+            "bills", InterfaceUpdate(canary_version="2.0", canary_percent=5)
+        )
+        component = await catalog.create_component(
+            ComponentCreate(channel="app", code="payment", name="缴费", min_level=2)
+        )
+        permissions = PermissionService(session, Actor("test"))
+        await permissions.create_interface_permission(
+            InterfacePermissionIn(channel="app", interface="pay", component="payment", min_level=1)
+        )
+        await permissions.create_menu(MenuIn(channel="app", code="bills", name="账单", min_level=1))
+        await permissions.create_function(
+            FunctionIn(channel="app", menu="bills", code="query", name="查询", interfaces=["bills"])
+        )
+    snapshot = await load_snapshot(runtime.db, runtime.box)
+    canary = InstanceInfo(
+        "svc-2", "svc", "127.0.0.1", 9002, 100, None, {"version": "2.0", "health_path": "/hz"}, True
+    )
+    plain = InstanceInfo("svc-1", "svc", "127.0.0.1", 9001, 100, None, {}, True)
+
+    document = json.loads(
+        compile_document(
+            snapshot,
+            version=1,
+            instances={"svc": [plain, canary]},
+            internal_keys=runtime.internal_keys,
+        )
+    )
+
+    assert document["permissions"] == [{"channel": "app", "interface": "pay", "min_level": 1}]
+    # The component's level and the function's (its menu's 1) on app only.
+    assert sorted(document["levels"], key=lambda entry: entry["interface"]) == [
+        {"channel": "app", "interface": "bills", "min_level": 1},
+        {"channel": "app", "interface": "pay", "min_level": 2},
+    ]
+    interfaces = {entry["code"]: entry for entry in document["interfaces"]}
+    assert interfaces["bills"]["version"] == "1"
+    assert interfaces["bills"]["canary"] == {"version": "2.0", "percent": 5}
+    assert interfaces["pay"]["canary"] is None
+    assert [
+        (i["instance_id"], i["version"], i["health_path"]) for i in document["instances"]["svc"]
+    ] == [
+        ("svc-1", None, None),
+        ("svc-2", "2.0", "/hz"),
+    ]
+    # The Python path decides from the same tables.
+    assert required_level(snapshot, "app", snapshot.interfaces["pay"]) == 2
+    assert required_level(snapshot, "web", snapshot.interfaces["pay"]) is None
+    assert required_level(snapshot, "app", snapshot.interfaces["bills"]) == 1
+    assert required_level(snapshot, "web", snapshot.interfaces["bills"]) == 0
+
+    async with runtime.db.transaction() as session:
+        catalog = CatalogService(session, runtime.box, Actor("test"))
+        await catalog.update_component(component.id, ComponentUpdate(enabled=False))
+    disabled = json.loads(
+        compile_document(
+            await load_snapshot(runtime.db, runtime.box),
+            version=2,
+            instances={},
+            internal_keys=runtime.internal_keys,
+        )
+    )
+    assert {"channel": "app", "interface": "pay", "min_level": None} in disabled["levels"]

@@ -1,4 +1,5 @@
-"""The request-path stages on their own: channel authentication and rate limits per client."""
+"""The request-path stages on their own: channel authentication, rate limits per client, and
+the permission decision."""
 
 from __future__ import annotations
 
@@ -10,13 +11,20 @@ import pytest
 from redis.asyncio import Redis
 
 from gridgate.addresses import client_bucket
-from gridgate.errors import ChannelBadSignature, RateLimited
+from gridgate.errors import ChannelBadSignature, LevelRequired, PermissionDenied, RateLimited
 from gridgate.gateway.flow import RateLimiter
 from gridgate.gateway.nonces import MemoryNonceStore
 from gridgate.gateway.signing import sign
-from gridgate.gateway.snapshot import ChannelView, InterfaceView, Snapshot, compile_snapshot
-from gridgate.gateway.stages import ChannelAuth, Exchange, RateLimit
+from gridgate.gateway.snapshot import (
+    ChannelView,
+    InterfaceView,
+    PermissionView,
+    Snapshot,
+    compile_snapshot,
+)
+from gridgate.gateway.stages import ChannelAuth, Exchange, Permission, RateLimit
 from gridgate.gateway.tokens import Claims
+from gridgate.permissions.levels import Floor
 from tests.support.redis import RedisServer
 
 SECRET = "stage-test-secret-000000000001"
@@ -258,3 +266,48 @@ async def test_client_windows_are_shared_by_gateway_nodes_through_redis(redis_ur
     finally:
         await first.close()
         await second.close()
+
+
+# -- permission ------------------------------------------------------------------------------
+
+
+def _permission(snapshot: Snapshot, channel: str, level: int) -> str:
+    """What the Permission stage answers a caller of ``level`` on ``channel``."""
+    exchange = _exchange(snapshot)
+    exchange.channel = snapshot.channels[channel]
+    exchange.claims = Claims("acc-1", level, channel, "session-1", int(time.time()) + 900)
+    try:
+        Permission()(exchange)
+    except PermissionDenied:
+        return "perm.denied"
+    except LevelRequired as refused:
+        return f"level {refused.extra['required_level']}"
+    return "ok"
+
+
+def test_a_floor_raises_the_level_on_its_channel_only() -> None:
+    channels = [ChannelView(code, SECRET, True, (), None) for code in ("app", "web", "wx")]
+    interface = _interface()
+    snapshot = compile_snapshot(1, channels, [interface], floors=[Floor("app", interface.code, 2)])
+
+    assert [_permission(snapshot, "app", level) for level in (0, 2)] == ["level 2", "ok"]
+    # A floor is not a permission: the interface stays open to the other channels.
+    assert _permission(snapshot, "web", 0) == "ok"
+    assert interface.code not in snapshot.permissioned
+
+
+def test_a_refusing_floor_refuses_on_its_channel_only() -> None:
+    channels = [ChannelView(code, SECRET, True, (), None) for code in ("app", "web", "wx")]
+    interface = _interface()
+    snapshot = compile_snapshot(
+        1,
+        channels,
+        [interface],
+        [PermissionView("app", interface.code, 0), PermissionView("web", interface.code, 1)],
+        floors=[Floor("app", interface.code, None), Floor("web", interface.code, 0)],
+    )
+
+    assert _permission(snapshot, "app", 2) == "perm.denied"
+    # A floor never lowers what the permission asks, nor opens it to a channel without one.
+    assert _permission(snapshot, "web", 0) == "level 1"
+    assert _permission(snapshot, "wx", 2) == "perm.denied"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,3 +65,26 @@ async def run_pipeline(
     await Analyzer(store, db).analyze()
     await buffer.close()
     return store
+
+
+def mixed_records(seed: int = 7) -> list[AccessRecord]:
+    """400 records over three hours: every channel, interface, status and account mixed."""
+    rng = random.Random(seed)  # noqa: S311 - a reproducible data set, not a secret
+    records = []
+    # Distinct seconds, so "newest first" has exactly one right order.
+    for second in rng.sample(range(3 * 3600), 400):
+        status = rng.choice([200, 200, 200, 201, 401, 403, 404, 429, 502, 503])
+        code = {401: "channel.bad_signature", 403: "perm.denied", 429: "flow.rate_limited"}
+        records.append(
+            record(
+                T0 + timedelta(seconds=second),
+                channel=rng.choice(["app", "wechat", None]),
+                interface=rng.choice(["bills.read", "usage.read", "payments.create", None]),
+                account=rng.choice(["acc-1", "acc-2", "acc-3", None]),
+                status=status,
+                code=code.get(status),  # 404/502/503 from a business system carry no code
+                latency_ms=round(rng.uniform(1, 900), 3),
+                queue_wait_ms=round(rng.expovariate(0.1), 3),
+            )
+        )
+    return records

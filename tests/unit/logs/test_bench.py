@@ -10,6 +10,13 @@ async def test_ingest_bench_moves_every_record() -> None:
     assert report.records == 2000 and report.pipeline_per_s > 0 and report.raw_records_per_s > 0
 
 
-async def test_analysis_bench_covers_every_hour() -> None:
-    report = await run_analysis_bench(4800, hours=2)
-    assert (report.records, report.hours) == (4800, 2) and report.compute_s > 0
+async def test_analysis_bench_passes_add_a_minute_each_with_its_trajectory_rows() -> None:
+    report = await run_analysis_bench(700, minutes=5, shown=(1, 5))
+    assert [(p.minute, p.added, p.hour_records) for p in report.passes] == [
+        (1, 700, 700),
+        (5, 700, 3500),
+    ]
+    # 6 in 7 records are signed in: a trajectory row each, inserted by the pass that adds it.
+    assert [p.actions for p in report.passes] == [600, 600]
+    assert all(p.cpu_s > 0 and p.full_cpu_s for p in report.passes)
+    assert report.minutes == 5 and report.hour_cpu_s > 0

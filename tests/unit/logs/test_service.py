@@ -186,7 +186,8 @@ async def test_a_gateway_batches_its_log_only_where_the_buffer_is_its_own(
     asked: list[dict[str, bool]] = []
     monkeypatch.setattr(parts.logs, "jobs", lambda **kw: asked.append(kw) or [])
     parts.jobs(["http://127.0.0.1:1"], log_pipeline=override)
-    assert asked == [{"pipeline": pipeline}]
+    # The engine appends the gateway's records itself (spool or stream): never this process.
+    assert asked == [{"append": False, "pipeline": pipeline}]
     for closing in (parts.logs.buffer.close, parts.nonces.close, parts.limiter.close):
         await closing()
     await runtime.close()
