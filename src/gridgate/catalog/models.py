@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -193,7 +192,3 @@ class CatalogRevision(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The revision as JSON-ready data."""
-        return {"revision": self.revision, "changed_at": self.changed_at.isoformat()}
