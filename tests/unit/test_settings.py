@@ -159,3 +159,12 @@ def test_config_file_problems_say_what_is_wrong(tmp_path: Path) -> None:
         load_settings(database_url="mysql://db/gridgate")
     with pytest.raises(ConfigurationError, match="redis_url: must start with"):
         load_settings(redis_url="http://cache:6379")
+
+
+def test_trusted_proxies_are_addresses_or_ranges() -> None:
+    settings = load_settings(gateway_trusted_proxies="10.0.0.0/8, 127.0.0.1,fd00::/8")
+    assert settings.gateway_trusted_proxies == ["10.0.0.0/8", "127.0.0.1", "fd00::/8"]
+    for bad in ("10.0.0.0/33", "lb.example.com"):
+        with pytest.raises(ConfigurationError, match="gateway_trusted_proxies") as caught:
+            load_settings(gateway_trusted_proxies=bad)
+        assert "neither an IP address nor a CIDR range" in str(caught.value)
