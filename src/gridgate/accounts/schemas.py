@@ -393,19 +393,11 @@ class SubscriptionsOut(BaseModel):
     total: int
 
 
-class AccountViewOut(BaseModel):
-    """The account 360 view (R8, 202)."""
+class AccountViewOut(AccountSummaryOut):
+    """The account 360 view (R8, 202): the search's summary and everything else of it."""
 
-    account_id: str
-    phone: str
-    username: str | None
-    email: str | None
-    level: int
-    status: str
-    created_at: datetime
     attributes: dict[str, Any]
     channel_accounts: list[ChannelAccountOut]
-    bindings: list[BindingOut]
     realname: RealnameBrief
     uploads: list[ApplicationOut]
     subscriptions: list[SubscriptionModel]
