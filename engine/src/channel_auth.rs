@@ -1,6 +1,8 @@
 //! Channel auth (docs/api.md "Channel request signing", gateway/stages.py ``ChannelAuth``):
 //! signature, clock window, IP allow-list, single-use nonce, channel authorized for the
-//! interface — in that order, the first failure answers.
+//! interface — in that order, the first failure answers. A business system signs the same
+//! way under ``X-GG-System`` with its password (api.md "System-to-system calls"): the same
+//! checks but the allow-list, then the interface must grant it.
 
 use std::time::Instant;
 
@@ -8,7 +10,7 @@ use crate::errors::GatewayError;
 use crate::exchange::Exchange;
 use crate::nonces::{NonceRefusal, NonceStore};
 use crate::signing::{WINDOW_S, verified_query};
-use crate::snapshot::{Channel, Interface, Snapshot};
+use crate::snapshot::{Channel, Interface, Snapshot, System};
 
 /// The request-signing headers (api.md "Channel request signing").
 const SIGNING_HEADERS: [&str; 4] = [
@@ -41,7 +43,33 @@ pub enum NonceCheck<'a> {
     Deferred(&'a mut Option<(String, String)>),
 }
 
-/// Authenticate the channel if the interface asks for it or ``X-GG-Channel`` is sent.
+/// Who signed a request: a channel, or a business system calling in its own name.
+#[derive(Clone, Copy)]
+enum Signer<'s> {
+    Channel(&'s Channel),
+    System(&'s System),
+}
+
+impl Signer<'_> {
+    fn secret(&self) -> &[u8] {
+        match self {
+            Signer::Channel(channel) => &channel.secret,
+            Signer::System(system) => &system.secret,
+        }
+    }
+
+    /// Whose nonces these are: a channel's code, a system's ``system:<code>`` (catalog codes
+    /// have no ``:``, so the two never share nonces).
+    fn nonce_owner(&self) -> &str {
+        match self {
+            Signer::Channel(channel) => &channel.code,
+            Signer::System(system) => &system.label,
+        }
+    }
+}
+
+/// Authenticate the caller if the interface asks for it or ``X-GG-Channel`` (a channel) or
+/// ``X-GG-System`` (a business system, api.md "System-to-system calls") is sent.
 pub fn check<'s>(
     exchange: &mut Exchange<'s>,
     snapshot: &'s Snapshot,
@@ -49,27 +77,43 @@ pub fn check<'s>(
     now_unix: f64,
 ) -> Result<(), GatewayError> {
     let interface = exchange.interface.expect("route runs first");
-    let code = match exchange.headers.get("x-gg-channel") {
-        None if !interface.requires_client_auth => return Ok(()),
+    let signer = match (
+        exchange.headers.get("x-gg-channel"),
+        exchange.headers.get("x-gg-system"),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(GatewayError::ChannelUnknown(
+                "send X-GG-Channel or X-GG-System, not both".into(),
+            ));
+        }
+        (None, Some(value)) => match snapshot.systems.get(value.to_str().unwrap_or("")) {
+            Some(system) => Signer::System(system),
+            None => {
+                return Err(GatewayError::ChannelUnknown(
+                    "unknown business system (X-GG-System)".into(),
+                ));
+            }
+        },
+        (Some(value), None) => match snapshot.channels.get(value.to_str().unwrap_or("")) {
+            Some(channel) if channel.enabled => Signer::Channel(channel),
+            _ => {
+                return Err(GatewayError::ChannelUnknown(
+                    "unknown or disabled channel (X-GG-Channel)".into(),
+                ));
+            }
+        },
+        (None, None) if !interface.requires_client_auth => return Ok(()),
         // Not a wrong channel: no signature at all (a client that never signs, a probe).
-        None if !SIGNING_HEADERS
-            .iter()
-            .any(|name| exchange.headers.contains_key(*name)) =>
+        (None, None)
+            if !SIGNING_HEADERS
+                .iter()
+                .any(|name| exchange.headers.contains_key(*name)) =>
         {
             return Err(GatewayError::ChannelUnknown(UNSIGNED.into()));
         }
-        None => {
+        (None, None) => {
             return Err(GatewayError::ChannelUnknown(
                 "X-GG-Channel is missing from a signed request".into(),
-            ));
-        }
-        Some(value) => value.to_str().unwrap_or(""),
-    };
-    let channel = match snapshot.channels.get(code) {
-        Some(channel) if channel.enabled => channel,
-        _ => {
-            return Err(GatewayError::ChannelUnknown(
-                "unknown or disabled channel (X-GG-Channel)".into(),
             ));
         }
     };
@@ -86,7 +130,7 @@ pub fn check<'s>(
         ));
     }
     let canonical = verified_query(
-        &channel.secret,
+        signer.secret(),
         signature,
         exchange.method.as_str(),
         exchange.path.as_bytes(),
@@ -110,20 +154,22 @@ pub fn check<'s>(
             "the timestamp is more than {WINDOW_S} s from the gateway's clock"
         )));
     }
-    if !channel.allows(&exchange.client_ip) {
+    if let Signer::Channel(channel) = signer
+        && !channel.allows(&exchange.client_ip)
+    {
         return Err(GatewayError::ChannelIpDenied(
             "this address may not call as this channel".into(),
         ));
     }
-    // After the signature: only the channel itself can spend its nonces.
+    // After the signature: only the signer itself can spend its nonces.
     let nonces = match nonces {
         NonceCheck::Local(nonces) => nonces,
         NonceCheck::Deferred(pending) => {
-            *pending = Some((channel.code.clone(), nonce));
-            return authorized(exchange, channel, interface);
+            *pending = Some((signer.nonce_owner().to_owned(), nonce));
+            return authorized(exchange, signer, interface);
         }
     };
-    match nonces.first_use(&channel.code, &nonce, Instant::now()) {
+    match nonces.first_use(signer.nonce_owner(), &nonce, Instant::now()) {
         Ok(()) => {}
         Err(NonceRefusal::Replayed) => {
             return Err(GatewayError::ChannelReplayed(
@@ -137,20 +183,34 @@ pub fn check<'s>(
             });
         }
     }
-    authorized(exchange, channel, interface)
+    authorized(exchange, signer, interface)
 }
 
+/// The interface must authorize the channel, or grant the business system.
 fn authorized<'s>(
     exchange: &mut Exchange<'s>,
-    channel: &'s Channel,
+    signer: Signer<'s>,
     interface: &Interface,
 ) -> Result<(), GatewayError> {
-    if !interface.channels.contains(&channel.code) {
-        return Err(GatewayError::ChannelNotAuthorized(format!(
-            "channel '{}' may not call this interface",
-            channel.code
-        )));
+    match signer {
+        Signer::Channel(channel) => {
+            if !interface.channels.contains(&channel.code) {
+                return Err(GatewayError::ChannelNotAuthorized(format!(
+                    "channel '{}' may not call this interface",
+                    channel.code
+                )));
+            }
+            exchange.channel = Some(channel);
+        }
+        Signer::System(system) => {
+            if !interface.systems.contains(&system.code) {
+                return Err(GatewayError::PermissionDenied(format!(
+                    "business system '{}' is not authorized for this interface",
+                    system.code
+                )));
+            }
+            exchange.system = Some(system);
+        }
     }
-    exchange.channel = Some(channel);
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 
-use crate::snapshot::{Channel, Interface};
+use crate::snapshot::{Channel, Interface, System};
 use crate::user_auth::Claims;
 
 /// The request and the stages' findings (gateway/stages.py ``Exchange``).
@@ -26,6 +26,8 @@ pub struct Exchange<'s> {
     pub interface: Option<&'s Interface>,
     pub params: Vec<(&'s str, String)>,
     pub channel: Option<&'s Channel>,
+    /// A business system calling in its own name (``X-GG-System``) instead of a channel.
+    pub system: Option<&'s System>,
     pub claims: Option<Arc<Claims>>,
     pub queue_wait: Duration,
     pub upstream: Option<String>,
@@ -35,6 +37,16 @@ impl Exchange<'_> {
     /// A header's value as text (None when absent or not visible ASCII).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Who signed the request, as the access record and the metrics name it: the channel's
+    /// code, or ``system:<code>`` for a business system.
+    pub fn caller(&self) -> Option<&str> {
+        match (self.channel, self.system) {
+            (Some(channel), _) => Some(&channel.code),
+            (None, Some(system)) => Some(&system.label),
+            (None, None) => None,
+        }
     }
 
     /// A path parameter.

@@ -1,5 +1,6 @@
 //! The request path: route → channel auth → user auth → permission → scope → flow →
-//! dispatch → fields, then the access record and the metrics (gateway/app.py).
+//! dispatch → fields, then the access record and the metrics (gateway/app.py). A business
+//! system's call skips user auth, permission and scope.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -160,6 +161,11 @@ fn identity<'s>(
     now: f64,
 ) -> Result<(), GatewayError> {
     channel_auth::check(exchange, snapshot, nonces, now)?;
+    if exchange.system.is_some() {
+        // A business system acts for the platform, not for a customer: no token, so no
+        // level, channel permission or 户号 scope to check (docs/decisions.md).
+        return Ok(());
+    }
     permission::user_auth(
         exchange,
         snapshot,
@@ -260,6 +266,9 @@ async fn dispatch(
     }
     if let Some(code) = channel {
         put(&mut headers, "x-gg-channel", code);
+    }
+    if let Some(system) = exchange.system {
+        put(&mut headers, "x-gg-system", &system.code);
     }
     if let Some(claims) = &exchange.claims {
         put(&mut headers, "x-gg-account", &claims.account_id);
@@ -402,6 +411,7 @@ pub async fn handle(shared: &Shared, inbound: Inbound) -> Answered {
         interface: None,
         params: Vec::new(),
         channel: None,
+        system: None,
         claims: None,
         queue_wait: Duration::ZERO,
         upstream: None,
@@ -432,7 +442,8 @@ fn record(
     use http_body::Body as _;
     let elapsed = exchange.started.elapsed().as_secs_f64();
     let interface = exchange.interface.map_or("unmatched", |i| i.code.as_str());
-    let channel = exchange.channel.map(|c| c.code.clone());
+    // A business system is named ``system:<code>``: no schema change, never a channel code.
+    let channel = exchange.caller().map(str::to_owned);
     let status = response.status().as_u16();
     shared.metrics.observe(
         channel.as_deref().unwrap_or("none"),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::e2e_tests::{Answer, document, exchange, now, signed, upstream};
+use crate::e2e_tests::{Answer, document, exchange, now, signed, signed_as, upstream};
 use crate::engine::{Config, Engine};
 use crate::user_auth::tests::{claims, signing_key, token};
 
@@ -533,4 +533,42 @@ fn state_written_by_a_python_node_is_honoured() {
     std::thread::sleep(Duration::from_millis(1100));
     let later = get(a, "/api/v1/limited", "nonce-python-0000003", &[]);
     assert_eq!(later.status, 200);
+}
+
+#[test]
+fn a_business_systems_nonces_are_shared_apart_from_the_channels() {
+    let Some(redis) = RedisServer::start("system") else {
+        return;
+    };
+    let mut document = catalog(1000, 1000);
+    document["systems"] = json!([{"code": "billing", "secret": "billing-password-0001"}]);
+    for interface in document["interfaces"].as_array_mut().unwrap() {
+        interface["systems"] = json!(["billing"]);
+    }
+    let (_a, a) = engine(&redis, &document);
+    let (_b, b) = engine(&redis, &document);
+    let mut db = redis.connection().unwrap();
+    let billing = ("X-GG-System", "billing", "billing-password-0001");
+    let call = |address, nonce| {
+        exchange(
+            address,
+            &signed_as(billing, "GET", "/api/v1/open", "", "", nonce, &[]),
+        )
+    };
+
+    assert_eq!(call(a, "nonce-system-shared-01").status, 200);
+    assert_eq!(
+        call(b, "nonce-system-shared-01").json()["code"],
+        "channel.replayed"
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("gg:nonce:system:billing:nonce-system-shared-01")
+        .query(&mut db)
+        .unwrap();
+    assert!((590..=600).contains(&ttl), "ttl {ttl}");
+    // The channel's nonces are its own: the same nonce is fresh for it.
+    assert_eq!(
+        get(b, "/api/v1/open", "nonce-system-shared-01", &[]).status,
+        200
+    );
 }

@@ -31,6 +31,13 @@ pub struct ChannelDoc {
     pub rate_limit_per_s: Option<u32>,
 }
 
+/// A business system as the document carries it: it signs its calls with its password.
+#[derive(Deserialize, Debug, Clone)]
+pub struct SystemDoc {
+    pub code: String,
+    pub secret: String,
+}
+
 /// An interface as the document carries it (snapshot.py ``InterfaceView``).
 #[derive(Deserialize, Debug, Clone)]
 pub struct InterfaceDoc {
@@ -54,6 +61,9 @@ pub struct InterfaceDoc {
     pub max_wait_ms: u64,
     #[serde(default)]
     pub channels: Vec<String>,
+    /// The business systems granted this interface (system-to-system calls).
+    #[serde(default)]
+    pub systems: Vec<String>,
     #[serde(default)]
     pub customer_scope: Option<String>,
     #[serde(default)]
@@ -176,6 +186,8 @@ pub struct Document {
     #[serde(default)]
     pub channels: Vec<ChannelDoc>,
     #[serde(default)]
+    pub systems: Vec<SystemDoc>,
+    #[serde(default)]
     pub interfaces: Vec<InterfaceDoc>,
     #[serde(default)]
     pub permissions: Vec<PermissionDoc>,
@@ -221,6 +233,16 @@ impl Channel {
     }
 }
 
+/// What the request path needs of a business system calling an interface itself.
+#[derive(Debug)]
+pub struct System {
+    pub code: String,
+    pub secret: Vec<u8>,
+    /// How the access record and the metrics name it: ``system:<code>``. Catalog codes
+    /// cannot contain ``:``, so it never equals a channel's code.
+    pub label: String,
+}
+
 /// Where an interface finds the 户号 a request names (its ``customer_scope``).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -245,6 +267,7 @@ pub struct Interface {
     pub max_queue: u32,
     pub max_wait_ms: u64,
     pub channels: HashSet<String>,
+    pub systems: HashSet<String>,
     pub scope: Option<Scope>,
     pub client_rate_limit_per_s: Option<u32>,
     pub account_rate_limit_per_s: Option<u32>,
@@ -260,6 +283,7 @@ pub struct Snapshot {
     pub router: Router,
     pub interfaces: Vec<Interface>,
     pub channels: HashMap<String, Channel>,
+    pub systems: HashMap<String, System>,
     pub perm_levels: HashMap<(String, String), u8>,
     pub permissioned: HashSet<String>,
     /// (channel, interface) → the level components and functions ask there; None refuses.
@@ -350,6 +374,7 @@ impl Snapshot {
                 max_queue: doc.max_queue,
                 max_wait_ms: doc.max_wait_ms,
                 channels: doc.channels.into_iter().collect(),
+                systems: doc.systems.into_iter().collect(),
                 scope,
                 client_rate_limit_per_s: doc.client_rate_limit_per_s,
                 account_rate_limit_per_s: doc.account_rate_limit_per_s,
@@ -377,6 +402,18 @@ impl Snapshot {
                 },
             );
         }
+        let systems = document
+            .systems
+            .into_iter()
+            .map(|doc| {
+                let system = System {
+                    label: format!("system:{}", doc.code),
+                    secret: doc.secret.into_bytes(),
+                    code: doc.code,
+                };
+                (system.code.clone(), system)
+            })
+            .collect();
         let perm_levels: HashMap<(String, String), u8> = document
             .permissions
             .into_iter()
@@ -465,6 +502,7 @@ impl Snapshot {
             router,
             interfaces,
             channels,
+            systems,
             perm_levels,
             permissioned,
             levels,
@@ -595,6 +633,8 @@ mod tests {
         let snapshot = compile(serde_json::json!({}), serde_json::json!({})).unwrap();
         assert_eq!(&*snapshot.interfaces[0].version, "1");
         assert!(snapshot.interfaces[0].canary.is_none());
+        // No business systems, none granted.
+        assert!(snapshot.systems.is_empty() && snapshot.interfaces[0].systems.is_empty());
         let instance = &snapshot.instances["svc"][0];
         assert_eq!(instance.version, None);
         assert_eq!(instance.health_path.as_deref(), Some("/healthz"));

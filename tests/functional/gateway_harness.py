@@ -120,6 +120,7 @@ class Gateway:
 
     async def interface(self, code: str, path: str, method: str = "GET", **fields: Any) -> None:
         channels = fields.pop("channels", ["app"])
+        systems = fields.pop("systems", [])
         async with self.runtime.db.transaction() as session:
             catalog = CatalogService(session, self.runtime.box, Actor("test"))
             await catalog.create_interface(
@@ -136,7 +137,9 @@ class Gateway:
                     }
                 )
             )
-            await catalog.set_authorizations(code, Authorizations(channels=channels))
+            await catalog.set_authorizations(
+                code, Authorizations(channels=channels, business_systems=systems)
+            )
         await self.sync()
 
     async def permit(self, action: str, data: Any) -> None:

@@ -105,6 +105,7 @@ def _interface(view: InterfaceView) -> dict[str, Any]:
         "max_queue": view.max_queue,
         "max_wait_ms": round(view.max_wait_s * 1000),
         "channels": sorted(view.channels),
+        "systems": sorted(view.systems),
         "customer_scope": view.customer_scope,
         "client_rate_limit_per_s": view.client_rate_limit_per_s,
         "account_rate_limit_per_s": view.account_rate_limit_per_s,
@@ -160,6 +161,8 @@ def compile_document(
         "version": version,
         "revision": snapshot.revision,
         "channels": [_channel(view) for view in snapshot.channels.values()],
+        # Business systems sign their own calls with their password (X-GG-System).
+        "systems": [{"code": v.code, "secret": v.secret} for v in snapshot.systems.values()],
         "interfaces": [_interface(view) for view in snapshot.interfaces.values()],
         "permissions": [
             {"channel": channel, "interface": interface, "min_level": level}

@@ -35,6 +35,7 @@ __all__ = [
     "HEADER_CHANNEL",
     "HEADER_NONCE",
     "HEADER_SIGNATURE",
+    "HEADER_SYSTEM",
     "HEADER_TIMESTAMP",
     "NONCE",
     "WINDOW_S",
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 HEADER_CHANNEL = "X-GG-Channel"
+#: Names a business system calling in its own name, in place of ``X-GG-Channel`` (api.md).
+HEADER_SYSTEM = "X-GG-System"
 HEADER_TIMESTAMP = "X-GG-Timestamp"
 HEADER_NONCE = "X-GG-Nonce"
 HEADER_SIGNATURE = "X-GG-Signature"
@@ -177,11 +180,14 @@ def signed_headers(
     body: bytes = b"",
     timestamp: int | None = None,
     nonce: str | None = None,
+    system: bool = False,
 ) -> dict[str, str]:
     """The four ``X-GG-*`` headers a channel sends with this request (fresh nonce, now).
 
     ``query`` is the query exactly as the request sends it (without the ``?``); the business
-    system receives its canonical form (:func:`canonical_query`).
+    system receives its canonical form (:func:`canonical_query`). With ``system=True`` a
+    business system signs: ``channel`` is its code, ``secret`` its password, and the code goes
+    in ``X-GG-System`` (api.md "System-to-system calls").
     """
     if timestamp is None:
         timestamp = int(time.time())
@@ -190,7 +196,7 @@ def signed_headers(
     elif not NONCE.fullmatch(nonce):
         raise ValueError("a nonce is 16-64 characters of [A-Za-z0-9_-]")
     return {
-        HEADER_CHANNEL: channel,
+        HEADER_SYSTEM if system else HEADER_CHANNEL: channel,
         HEADER_TIMESTAMP: str(timestamp),
         HEADER_NONCE: nonce,
         HEADER_SIGNATURE: sign(secret, method, path, query, timestamp, nonce, body),

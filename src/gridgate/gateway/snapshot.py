@@ -18,9 +18,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from gridgate.catalog.models import CatalogRevision, Channel, Interface, InterfaceChannelGrant
+from gridgate.catalog.models import (
+    BusinessSystem,
+    CatalogRevision,
+    Channel,
+    Interface,
+    InterfaceChannelGrant,
+    InterfaceSystemGrant,
+)
 from gridgate.catalog.paths import PathTemplate
-from gridgate.catalog.services import CHANNEL_SECRET
+from gridgate.catalog.services import CHANNEL_SECRET, SYSTEM_PASSWORD
 from gridgate.permissions.fields import FieldFilter, FieldRule, compile_rules
 from gridgate.permissions.levels import (
     Floor,
@@ -46,6 +53,7 @@ __all__ = [
     "Router",
     "Snapshot",
     "SnapshotHolder",
+    "SystemView",
     "compile_snapshot",
     "load_snapshot",
 ]
@@ -76,6 +84,15 @@ class ChannelView:
 
 
 @dataclass(frozen=True, slots=True)
+class SystemView:
+    """What the gateway needs of a business system calling interfaces in its own name."""
+
+    code: str
+    #: Its password: the key it signs its calls with (``X-GG-System``).
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class InterfaceView:
     """What the gateway needs of an interface."""
 
@@ -102,6 +119,8 @@ class InterfaceView:
     version: str = "1"
     canary_version: str | None = None
     canary_percent: int = 0
+    #: The business systems granted this interface (system-to-system calls).
+    systems: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +226,8 @@ class Snapshot:
     leveled: frozenset[str] = frozenset()
     #: (interface, channel or None) → the compiled field rules (data control).
     filters: dict[tuple[str, str | None], FieldFilter] = field(default_factory=dict)
+    #: Business systems by code (their grants are on the interfaces).
+    systems: dict[str, SystemView] = field(default_factory=dict)
 
     def field_filter(self, interface: str, channel: str | None) -> FieldFilter | None:
         """The field rules for a caller of ``interface`` on ``channel``, if any."""
@@ -244,6 +265,7 @@ def compile_snapshot(
     permissions: Iterable[PermissionView] = (),
     field_rules: Iterable[FieldRuleView] = (),
     floors: Iterable[Floor] = (),
+    systems: Iterable[SystemView] = (),
 ) -> Snapshot:
     """Build the router and look-up tables (CPU only: safe to run in a worker thread)."""
     by_code = {i.code: i for i in interfaces}
@@ -272,10 +294,13 @@ def compile_snapshot(
         levels=levels,
         leveled=frozenset(interface for _, interface in levels),
         filters=filters,
+        systems={s.code: s for s in systems},
     )
 
 
-def _interface_view(row: Interface, channels: frozenset[str]) -> InterfaceView:
+def _interface_view(
+    row: Interface, channels: frozenset[str], systems: frozenset[str] = frozenset()
+) -> InterfaceView:
     return InterfaceView(
         code=row.code,
         method=row.method,
@@ -298,6 +323,7 @@ def _interface_view(row: Interface, channels: frozenset[str]) -> InterfaceView:
         version=row.version,
         canary_version=row.canary_version,
         canary_percent=row.canary_percent,
+        systems=systems,
     )
 
 
@@ -336,7 +362,10 @@ async def load_snapshot(db: Database, box: SecretBox) -> Snapshot:
                 select(Interface).options(
                     selectinload(Interface.channel_grants).selectinload(
                         InterfaceChannelGrant.channel
-                    )
+                    ),
+                    selectinload(Interface.system_grants).selectinload(
+                        InterfaceSystemGrant.business_system
+                    ),
                 )
             )
         )
@@ -351,8 +380,16 @@ async def load_snapshot(db: Database, box: SecretBox) -> Snapshot:
             for row in channel_rows
         ]
         interfaces = [
-            _interface_view(row, frozenset(g.channel.code for g in row.channel_grants))
+            _interface_view(
+                row,
+                frozenset(g.channel.code for g in row.channel_grants),
+                frozenset(g.business_system.code for g in row.system_grants),
+            )
             for row in interface_rows
+        ]
+        systems = [
+            SystemView(code=row.code, secret=box.open(row.password_sealed, SYSTEM_PASSWORD))
+            for row in await session.scalars(select(BusinessSystem))
         ]
         permissions: list[PermissionView] = []
         floors: list[Floor] = []
@@ -372,7 +409,7 @@ async def load_snapshot(db: Database, box: SecretBox) -> Snapshot:
         ]
     # Compiling 10,000 routes takes tens of milliseconds: off the event loop.
     return await asyncio.to_thread(
-        compile_snapshot, revision, channels, interfaces, permissions, rules, floors
+        compile_snapshot, revision, channels, interfaces, permissions, rules, floors, systems
     )
 
 

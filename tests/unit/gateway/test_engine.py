@@ -172,6 +172,9 @@ async def test_the_document_carries_levels_canaries_and_instance_metadata(
         await catalog.update_interface(
             "bills", InterfaceUpdate(canary_version="2.0", canary_percent=5)
         )
+        await catalog.set_authorizations(
+            "bills", Authorizations(channels=["app", "web"], business_systems=["svc"])
+        )
         component = await catalog.create_component(
             ComponentCreate(channel="app", code="payment", name="缴费", min_level=2)
         )
@@ -208,6 +211,9 @@ async def test_the_document_carries_levels_canaries_and_instance_metadata(
     assert interfaces["bills"]["version"] == "1"
     assert interfaces["bills"]["canary"] == {"version": "2.0", "percent": 5}
     assert interfaces["pay"]["canary"] is None
+    # The business systems sign with their password; only bills is granted to one.
+    assert document["systems"] == [{"code": "svc", "secret": "pw-123456"}]
+    assert (interfaces["bills"]["systems"], interfaces["pay"]["systems"]) == (["svc"], [])
     assert [
         (i["instance_id"], i["version"], i["health_path"]) for i in document["instances"]["svc"]
     ] == [

@@ -196,6 +196,19 @@ def test_a_tampered_request_fails(change: dict[str, Any]) -> None:
     assert not signature_matches(SECRET, signature, **{**REQUEST, **change})
 
 
+def test_a_business_system_signs_alike_under_its_own_header() -> None:
+    request: dict[str, Any] = {
+        "query": "b=2&a=1",
+        "body": b"{}",
+        "timestamp": 1,
+        "nonce": "nonce-000000000001",
+    }
+    channel = signed_headers("billing", SECRET, "POST", "/p", **request)
+    system = signed_headers("billing", SECRET, "POST", "/p", system=True, **request)
+    assert system.pop("X-GG-System") == channel.pop("X-GG-Channel") == "billing"
+    assert system == channel
+
+
 def test_another_secret_fails() -> None:
     signature = sign(SECRET, **REQUEST)
 
