@@ -418,3 +418,13 @@ async def test_no_secret_or_pii_in_any_written_file(gateway: Gateway, tmp_path: 
 def vars_of(item: AccessRecord) -> list[object]:
     """Every field value of a record."""
     return [getattr(item, f.name) for f in dataclasses.fields(item)]
+
+
+async def test_the_channel_filter_takes_a_business_system(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    # Business systems calling through the gateway appear as `system:<code>` channels.
+    headers = await _as(client, runtime, "auditor")
+    answer = await client.get(TRAFFIC, params={"channel": "system:billing"}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["total"] == 0

@@ -32,7 +32,8 @@ __all__ = ["router"]
 router = APIRouter(prefix=ADMIN_PREFIX)
 Analyst = Annotated[Admin, Depends(require("admin", "auditor"))]
 AnyOperator = Annotated[Admin, Depends(require("admin", "reviewer", "auditor"))]
-CodeFilter = Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")]
+#: A catalog code; `:` for `system:<code>`, how business systems appear as channels.
+CodeFilter = Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 From = Annotated[Rfc3339Time | None, Query(alias="from", description="From (inclusive).")]
 To = Annotated[Rfc3339Time | None, Query(alias="to", description="Up to (exclusive).")]
 AccountParam = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
