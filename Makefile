@@ -67,7 +67,7 @@ bench-tools: bench-servers
 	$(BIN)/python -m pip install --quiet $$($(BIN)/python -c 'import tomllib; \
 	  print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"])')
 
-# The engine as wheels ship it (Cargo profile `dist`: fat LTO), for `gridgate bench gateway`.
+# The engine as wheels ship it (Cargo profile `dist`: fat LTO), for `gridgate bench engine`.
 # The next change to an engine source goes back to the `release` build of `make install`.
 bench-engine: install
 	MATURIN_PEP517_ARGS="--profile dist" $(BIN)/python -m pip install --quiet --no-deps -e .

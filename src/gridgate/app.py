@@ -57,8 +57,6 @@ __all__ = [
 ]
 
 _DOCS_ASSETS = "/admin/static/docs"
-#: Bodies the channel-facing listener accepts until the gateway sets its own limits.
-_DEFAULT_MAX_BODY = 1_048_576
 #: A registration is a few hundred bytes; nothing bigger belongs on the registry listener.
 _REGISTRY_MAX_BODY = 64 * 1024
 
@@ -235,15 +233,9 @@ def build_role(
                 log_pipeline=log_pipeline,
             )
 
-        if parts.engine:
-            # The Rust engine serves the socket, probes included; this process feeds it.
-            listener = EngineListener(parts, checks)
-            return RoleApp(listener, lambda urls: [*gateway_jobs(urls), *listener.jobs()])
-        probes = Starlette(routes=probe_routes("gateway", checks))
-        # The gateway's own server answers the request path; the probes keep the listener
-        # middleware (trace ids, listener metrics) like every other listener's.
-        gateway_app = parts.app(wrap_listener(probes, "gateway", settings.gateway_max_body_bytes))
-        return RoleApp(gateway_app, gateway_jobs)
+        # The Rust engine serves the socket, probes included; this process feeds it.
+        listener = EngineListener(parts, checks)
+        return RoleApp(listener, lambda urls: [*gateway_jobs(urls), *listener.jobs()])
     if role == "registry":
         return RoleApp(
             build_registry(runtime),

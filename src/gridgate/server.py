@@ -17,7 +17,6 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from gridgate.web.connections import ConnectionBudget, ConnectionGuard, ConnectionPolicy
-from gridgate.web.http1 import BACKLOG, KEEP_ALIVE_S, Handler, HttpServer
 from gridgate.web.uvicorn_protocol import guarded_protocol
 
 __all__ = [
@@ -36,6 +35,11 @@ _GC_FIRST_GENERATION = 50_000
 #: How long the event loop may wait for the GIL while a worker thread computes (the log
 #: batcher decoding a batch, the analysis): Python's default is 5 ms, a p99 of its own.
 _SWITCH_INTERVAL_S = 0.001
+#: Longer than any client's idle time between calls (registry heartbeats every 5 s): a
+#: connection closed by the server just as a client reuses it fails that call.
+KEEP_ALIVE_S = 65.0
+#: Connections the kernel queues for a listener before it accepts them.
+BACKLOG = 2048
 
 
 def tune_for_serving() -> None:
@@ -71,15 +75,14 @@ class SelfServed(Protocol):
         """Close every connection now."""
 
 
-#: What a listener serves: an ASGI app (uvicorn), a :class:`Handler` (gridgate's own
-#: HTTP/1.1 server) or a :class:`SelfServed` listener.
+#: What a listener serves: an ASGI app (uvicorn) or a :class:`SelfServed` listener.
 ListenerApp: TypeAlias = ASGIApp | SelfServed
 
 
 @dataclass(slots=True)
 class Listener:
-    """One named app on one socket: ASGI (served by uvicorn), a :class:`Handler` (served by
-    gridgate's own HTTP/1.1 server) or a :class:`SelfServed` listener (the engine)."""
+    """One named app on one socket: ASGI (served by uvicorn) or a :class:`SelfServed` listener
+    (the gateway's engine)."""
 
     name: str
     app: ListenerApp
@@ -156,7 +159,6 @@ async def serve(
     """
     policies = connections.plan([listener.name for listener in listeners])
     servers = []
-    native: list[tuple[HttpServer, Listener]] = []
     engines: list[tuple[SelfServed, Listener, ConnectionPolicy]] = []
     guards: list[ConnectionGuard] = []
     for listener, policy in zip(listeners, policies, strict=True):
@@ -165,10 +167,6 @@ async def serve(
             continue
         guard = ConnectionGuard(listener.name, policy)
         guards.append(guard)
-        if isinstance(listener.app, Handler):
-            # The gateway listener: its own HTTP/1.1 server (gridgate.web.http1).
-            native.append((HttpServer(listener.app, guard), listener))
-            continue
         config = uvicorn.Config(
             listener.app,
             # httptools, with the listener's connection caps and deadlines.
@@ -188,19 +186,11 @@ async def serve(
         if stopping.is_set():
             for server, _ in servers:  # a second Ctrl-C: do not wait for open connections
                 server.force_exit = True
-            for native_server, _ in native:
-                native_server.abort()
             for engine, _, _ in engines:
                 engine.abort()
         stopping.set()
         for server, _ in servers:
             server.should_exit = True
-
-    async def serve_native(server: HttpServer, listener: Listener) -> None:
-        assert listener.sock is not None, "bind() the listeners first"  # noqa: S101
-        await server.start(listener.sock)
-        await stopping.wait()
-        await server.stop(shutdown_timeout_s)
 
     async def serve_engine(
         engine: SelfServed, listener: Listener, policy: ConnectionPolicy
@@ -217,7 +207,6 @@ async def serve(
         asyncio.create_task(server.serve(sockets=[lst.sock] if lst.sock else None))
         for server, lst in servers
     ]
-    tasks += [asyncio.create_task(serve_native(server, lst)) for server, lst in native]
     tasks += [asyncio.create_task(serve_engine(*engine)) for engine in engines]
     tasks += [asyncio.create_task(job(stopping)) for job in background]
     try:

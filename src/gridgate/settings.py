@@ -121,10 +121,6 @@ class Settings(BaseSettings):
     registry_unhealthy_s: float = Field(15.0, gt=0, le=600)
     registry_remove_s: float = Field(30.0, gt=0, le=3600)
 
-    #: What serves the gateway's request path: the Rust engine (``engine``, gridgate._engine,
-    #: on every core) or the Python path it replaces (``python``, one core; kept while the
-    #: engine's remaining differences are closed: engine/README.md).
-    gateway_data_plane: Literal["engine", "python"] = "engine"
     #: Large enough for a real-name ID image (5 MiB) and the form around it.
     gateway_max_body_bytes: int = Field(6 * 1_048_576, ge=1024, le=64 * 1_048_576)
     #: All interfaces together: calls in flight, and the wait queue in front of them (R12).

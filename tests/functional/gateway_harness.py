@@ -31,7 +31,6 @@ from gridgate.gateway.tokens import JwksVerifier, MemoryRevocationList
 from gridgate.operators.audit import Actor
 from gridgate.permissions.services import PermissionService
 from gridgate.registry.client import InstanceInfo
-from gridgate.registry.outlier import OutlierDetector
 from gridgate.runtime import Runtime
 from tests.conftest import make_settings
 from tests.support.engine import serving
@@ -77,24 +76,12 @@ class Upstream:
 
 @dataclass
 class StaticInstances:
-    """Discovery stand-in: a fixed instance list per service, with real outlier ejection."""
+    """Discovery stand-in: a fixed instance list per service (the engine ejects outliers)."""
 
     by_service: dict[str, list[InstanceInfo]] = field(default_factory=dict)
-    outlier: OutlierDetector = field(
-        default_factory=lambda: OutlierDetector(consecutive_failures=3)
-    )
-
-    def instances(self, service: str) -> list[InstanceInfo]:
-        return list(self.by_service.get(service, []))
 
     def every(self, service: str) -> list[InstanceInfo]:
-        return self.instances(service)
-
-    def report(self, instance_id: str, *, ok: bool) -> None:
-        if ok:
-            self.outlier.record_success(instance_id)
-        else:
-            self.outlier.record_failure(instance_id)
+        return list(self.by_service.get(service, []))
 
 
 @dataclass
@@ -232,7 +219,6 @@ async def gateway(
     verifier.set_keys({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "EdDSA"}]})
     parts = GatewayParts.build(runtime, verifier=verifier, revocations=revocations)
     source = StaticInstances({"svc": [upstreams["u1"].info(), upstreams["u2"].info()]})
-    parts.dispatcher.source = source
     async with runtime.db.transaction() as session:
         catalog = CatalogService(session, runtime.box, Actor("test"))
         await catalog.create_business_system(
@@ -266,5 +252,4 @@ async def gateway(
             await harness.interface("t.ok", "/api/v1/t/{customer_no}/ok")
             yield harness
     finally:
-        await parts.dispatcher.close()
         await runtime.close()

@@ -16,8 +16,8 @@ import pytest
 from fastapi import FastAPI
 
 from gridgate.errors import install_problem_handlers
-from gridgate.gateway.accesslog import AccessRecord
 from gridgate.logs.buffer import SpoolBuffer
+from gridgate.logs.record import AccessRecord
 from gridgate.logs.routes import router as logs_router
 from gridgate.logs.service import LogService
 from gridgate.logs.storage import ParquetStore

@@ -11,7 +11,8 @@ _segment = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12
 )
 # Requests go over a real socket: values an HTTP client would refuse to send (leading or
-# trailing blanks) are trimmed; raw bytes are fuzzed in tests/unit/web/test_http1.py.
+# trailing blanks) are trimmed; the engine's own tests (engine/src/http1_tests.rs) send raw
+# bytes.
 _header_value = st.text(
     alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80
 ).map(str.strip)

@@ -255,7 +255,8 @@ async def test_a_full_nonce_store_refuses_and_never_lets_a_replay_through(
             refused = answer
             break
         used.append(nonce)
-    assert refused is not None and len(used) > 500
+    # The store's shards are chosen by a keyed hash: one may fill well before 1000 in all.
+    assert refused is not None and len(used) >= 100
 
     body = _problem(refused, 503, "flow.overloaded")
     assert int(refused.headers["retry-after"]) >= 1 and body["retry_after"] >= 1

@@ -246,7 +246,6 @@ async def journey(tmp_path: Path, seeded: Seeded) -> AsyncIterator[Journey]:
         )
         verifier.set_keys(jwks)
         gateway = GatewayParts.build(runtime, verifier=verifier, revocations=runtime.revocations)
-        stack.push_async_callback(gateway.dispatcher.close)
         source = StaticInstances(
             {
                 service: [InstanceInfo(service, service, "127.0.0.1", port, 100, None, {}, True)]

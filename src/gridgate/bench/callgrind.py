@@ -11,9 +11,8 @@ cancelled out. What an idle server does per second (timers, the access log's wri
 also counted; it is measured on its own afterwards and reported beside (a few tens of
 thousands of instructions per second, against tens of millions while requests run).
 
-Unlike ``gridgate bench gateway-work --callgrind`` (an in-process harness that also signs
-its own requests), this counts exactly what the server process executes: the kernel's
-work on its sockets is not an instruction of the process and is not counted, for either.
+This counts exactly what the server process executes: the kernel's work on its sockets is
+not an instruction of the process and is not counted, for either.
 """
 
 from __future__ import annotations

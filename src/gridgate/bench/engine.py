@@ -1,6 +1,6 @@
 """``gridgate bench engine``: the Rust data plane (``gridgate._engine``) per core against nginx.
 
-The same 1 KB JSON backend as ``gridgate bench gateway``, and the same pinning: the measured
+The 1 KB JSON backend and the nginx pair of :mod:`gridgate.bench.proxy`, pinned: the measured
 server alone on core 0; the backend nginx, ``wrk`` and this process on core 1.
 
 (b) nginx ``proxy_pass`` to the backend over keep-alive connections (one worker), the reference;
@@ -53,14 +53,14 @@ from gridgate.bench.engine_servers import (
     signed_calls,
     stop_server,
 )
-from gridgate.bench.gateway import (
+from gridgate.bench.idle import IdleMemory, measure_idle
+from gridgate.bench.proxy import (
     _workspace,
     _WrkRun,
     backend_body,
     nginx_bench_report,
     start_nginx_pair,
 )
-from gridgate.bench.idle import IdleMemory, measure_idle
 from gridgate.bench.registry import (
     LOAD_CORE,
     NODE_CORE,

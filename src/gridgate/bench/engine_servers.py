@@ -29,7 +29,7 @@ from jwt.algorithms import OKPAlgorithm
 
 from gridgate.bench.clients import call_all
 from gridgate.bench.engine_host import CHANNEL, PATH_PREFIX
-from gridgate.bench.gateway import (
+from gridgate.bench.proxy import (
     _PACED_CALL_MS,
     NginxPair,
     _nginx_binary,

@@ -16,8 +16,8 @@ from gridgate.gateway.snapshot import (
     InterfaceView,
     PermissionView,
     compile_snapshot,
+    required_level,
 )
-from gridgate.gateway.stages import required_level
 from gridgate.permissions.fields import FieldRule
 
 __all__ = ["PermissionsReport", "run_permissions_bench"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import typer
@@ -68,39 +67,6 @@ def bench_registry(
     _show_report(report, "gridgate registry benchmark (Redis store, one node)", markdown=markdown)
 
 
-@bench_app.command("gateway")
-def bench_gateway(
-    duration: Annotated[int, typer.Option(min=1, help="Seconds per wrk run.")] = 10,
-    half_rate: Annotated[
-        int | None,
-        typer.Option(min=1, help="Requests/s of the paced runs (default: half of the max)."),
-    ] = None,
-    profile: Annotated[
-        Path | None,
-        typer.Option(help="Also record the gateway under load with py-spy (collapsed stacks)."),
-    ] = None,
-    markdown: Annotated[bool, typer.Option("--markdown", help="Also print Markdown.")] = False,
-) -> None:
-    """Gateway vs nginx per core on a 1 KB JSON backend: RPS, p50/p99, added p99 latency."""
-    # Imported here: the benchmark is never part of a listener's process.
-    from gridgate.bench.gateway import run_gateway_bench  # noqa: PLC0415
-
-    command = " ".join(["gridgate", *sys.argv[1:]])
-    try:
-        report = run_gateway_bench(
-            duration=duration,
-            half_rate=half_rate,
-            profile=profile,
-            command=command,
-            progress=lambda message: err.print(f"[dim]… {message}[/]", highlight=False),
-        )
-    except RuntimeError as exc:
-        raise fail(str(exc), code=1) from None
-    _show_report(
-        report, "gridgate gateway benchmark (one core each, 1 KB JSON backend)", markdown=markdown
-    )
-
-
 @bench_app.command("engine")
 def bench_engine(
     duration: Annotated[int, typer.Option(min=1, help="Seconds per wrk run.")] = 10,
@@ -136,30 +102,6 @@ def bench_engine(
         raise fail(str(exc), code=1) from None
     _show_report(
         report, "gridgate engine benchmark (one core each, 1 KB JSON backend)", markdown=markdown
-    )
-
-
-@bench_app.command("gateway-work")
-def bench_gateway_work(
-    requests: Annotated[int, typer.Option(min=100, help="Requests to time.")] = 20_000,
-    callgrind: Annotated[
-        bool, typer.Option("--callgrind", help="Count instructions with valgrind instead.")
-    ] = False,
-) -> None:
-    """The gateway's own work per request, in process (no sockets): CPU µs or instructions."""
-    from gridgate.bench.gateway_work import count_instructions, measure  # noqa: PLC0415
-
-    try:
-        if callgrind:
-            per_request = count_instructions()
-            out.print(f"{per_request / 1000:,.1f}k instructions per request (callgrind)")
-            return
-        result = measure(requests)
-    except RuntimeError as exc:
-        raise fail(str(exc), code=1) from None
-    out.print(
-        f"{result.requests:,} requests: best {result.best_us:.1f} µs, "
-        f"median {result.median_us:.1f} µs of CPU each (best and median of 8 rounds)"
     )
 
 

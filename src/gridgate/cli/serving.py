@@ -10,13 +10,11 @@ from gridgate.demo.data import generate_demo_data
 from gridgate.demo.runner import demo_listeners, registrations
 from gridgate.demo.seed import demo_passwords, read_demo_file, seed_demo, write_demo_file
 from gridgate.demo.systems import SYSTEMS
-from gridgate.gateway.app import METRICS as GATEWAY_METRICS
 from gridgate.internal_auth import InternalKeys
 from gridgate.logconfig import configure_logging
 from gridgate.server import Listener, ListenerError, bind, serve
 from gridgate.settings import Settings
 from gridgate.web.connections import ConnectionBudget
-from gridgate.web.traffic import log_traffic
 
 __all__ = ["ROLE_NAMES", "check_role", "serve_role", "up"]
 
@@ -81,9 +79,9 @@ async def _up(settings: Settings, ports: dict[str, int]) -> None:
         # secrets never reached demo.json.
         seeded = None if data is None else await seed_demo(runtime, data)
         urls = {lst.name: lst.url for lst in listeners}
+        # After the banner the console stays quiet but for the gateway's traffic line a minute
+        # (one of its jobs) and warnings.
         background = [job for role in roles.values() for job in role.jobs(urls)]
-        # After the banner the console stays quiet but for this line a minute (and warnings).
-        background.append(log_traffic(GATEWAY_METRICS, listener="gateway"))
         out.print(f"[bold green]gridgate {gridgate.__version__}[/] is up:")
         out.print(f"  gateway   {urls['gateway']}   (channels sign requests to it)")
         out.print(f"  admin     {urls['admin']}/admin/docs   (admin API and Swagger UI)")
@@ -138,8 +136,6 @@ def serve_role(settings: Settings, role: str, port: int | None) -> None:
             out.print(f"gridgate {role} listening on {listener.url}")
             urls = {"registry": f"http://127.0.0.1:{settings.registry_port}", role: listener.url}
             background = built.jobs(urls)
-            if role == "gateway":
-                background.append(log_traffic(GATEWAY_METRICS, listener="gateway"))
             if role == "accounts":
                 # A business system like any other: it registers so gateways find it.
                 registry_urls = settings.registry_urls or [urls["registry"]]

@@ -6,7 +6,8 @@ connection policy, and the engine serves every request on its own threads. This 
 the engine's snapshot current — the catalog (:class:`SnapshotHolder`), the registry's
 instances (:class:`Discovery`), the JWKS keys and the revoked sessions — pushing a new one
 whenever one of them changes, and reports readiness and the process's other Prometheus series
-every second, which the engine serves on ``/readyz`` and ``/metrics``.
+every second, which the engine serves on ``/readyz`` and ``/metrics``, and logs the
+gateway's one traffic line a minute from the engine's request counts.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from gridgate.gateway.snapshot import Snapshot
 from gridgate.web.connections import METRICS as CONNECTION_METRICS
 from gridgate.web.connections import ConnectionPolicy
 from gridgate.web.health import Check, readiness
+from gridgate.web.metrics import RequestMetrics
+from gridgate.web.traffic import log_traffic
 
 if TYPE_CHECKING:
     from gridgate.gateway.service import GatewayParts
 
-__all__ = ["EngineListener", "InstanceSource"]
+__all__ = ["EngineListener", "InstanceSource", "copy_request_counts", "request_counts"]
 
 _log = structlog.get_logger("gridgate.gateway")
 #: How often readiness and the Python-side series are reported to the engine.
@@ -46,6 +49,9 @@ _SETTLE_S = 0.02
 _FAMILY = re.compile(r"^# TYPE (\S+) ", re.MULTILINE)
 #: No cap configured: the engine still wants a number.
 _UNLIMITED = 1 << 30
+#: The engine's request series (engine/src/metrics.rs), as the traffic line reads them.
+_REQUESTS = "gridgate_gateway_requests"
+_DURATION = "gridgate_gateway_request_duration_seconds"
 
 
 class InstanceSource(Protocol):
@@ -70,6 +76,50 @@ class _Without(Collector):
 
 def _seconds(value: float) -> float:
     return value if math.isfinite(value) else float(_UNLIMITED)
+
+
+def request_counts(text: str) -> RequestMetrics:
+    """The engine's request counter and latency histogram (``text``: its Prometheus series)
+    as a :class:`RequestMetrics` of their own (registered nowhere), for the traffic line."""
+    metrics = RequestMetrics(
+        (_REQUESTS, "", ("channel", "interface", "status")),
+        (_DURATION, "", ("interface",)),
+        registry=None,
+    )
+    copy_request_counts(text, metrics)
+    return metrics
+
+
+def copy_request_counts(text: str, metrics: RequestMetrics) -> None:
+    """Set ``metrics`` to the engine's request series in ``text`` (cumulative buckets made
+    per-bucket counts, as :class:`RequestMetrics` keeps them)."""
+    bounds = metrics.bounds
+    counts: dict[tuple[str, ...], int] = {}
+    rows: dict[tuple[str, ...], list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == _REQUESTS:
+            for sample in family.samples:
+                if sample.name == f"{_REQUESTS}_total":
+                    labels = sample.labels
+                    counted = (labels["channel"], labels["interface"], labels["status"])
+                    counts[counted] = int(sample.value)
+        elif family.name == _DURATION:
+            for sample in family.samples:
+                key = (sample.labels.get("interface", ""),)
+                row = rows.setdefault(key, [0.0] * (len(bounds) + 2))
+                if sample.name == f"{_DURATION}_sum":
+                    row[-1] = sample.value
+                elif sample.name == f"{_DURATION}_bucket":
+                    le = float(sample.labels["le"])
+                    if le in bounds:
+                        row[bounds.index(le)] = sample.value
+                    elif math.isinf(le):
+                        row[len(bounds)] = sample.value
+    for row in rows.values():  # cumulative → per bucket, from the top down
+        for index in range(len(bounds), 0, -1):
+            row[index] -= row[index - 1]
+    metrics.counts = counts
+    metrics.rows = rows
 
 
 class EngineListener:
@@ -164,8 +214,19 @@ class EngineListener:
     # -- the control plane ------------------------------------------------------------------
 
     def jobs(self) -> list[Callable[[asyncio.Event], Any]]:
-        """Push a snapshot on every change; report readiness and series every second."""
-        return [self._publish, self._report]
+        """Push a snapshot on every change; report readiness and series every second; one
+        traffic line a minute in which requests came."""
+        counts = request_counts("")
+
+        def refresh() -> None:
+            if self.plane is not None:
+                copy_request_counts(self.plane.metrics(), counts)
+
+        return [
+            self._publish,
+            self._report,
+            log_traffic(counts, listener="gateway", refresh=refresh),
+        ]
 
     async def _snapshot_changed(self, _snapshot: Snapshot) -> None:
         # At once: a catalog change takes effect when the holder's refresh returns.

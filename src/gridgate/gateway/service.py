@@ -1,7 +1,9 @@
-"""Assembles the gateway of one process: snapshot, stages, flow control, dispatch, log.
+"""Assembles the gateway of one process: what feeds the engine (snapshot, discovery, keys) and
+the access log's pipeline.
 
-Stores follow the settings: with ``GRIDGATE_REDIS_URL`` nonces, rate limits and session
-revocations are shared by every gateway node; without it they live in the process.
+The Rust engine serves the request path (:mod:`gridgate.gateway.plane`); with
+``GRIDGATE_REDIS_URL`` it shares nonces, rate limits and session revocations with every
+gateway node through Redis itself, without it they live in the engine.
 """
 
 from __future__ import annotations
@@ -9,37 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
-from starlette.types import ASGIApp
 
-from gridgate.gateway.accesslog import AccessLogSink
-from gridgate.gateway.app import GatewayApp
-from gridgate.gateway.flow import ConcurrencyGate, Gates, RateLimiter, limits_uri
-from gridgate.gateway.nonces import MemoryNonceStore, NonceStore, RedisNonceStore
 from gridgate.gateway.snapshot import Snapshot, SnapshotHolder
-from gridgate.gateway.stages import (
-    ChannelAuth,
-    DataScope,
-    Permission,
-    RateLimit,
-    Route,
-    Stage,
-    UserAuth,
-)
 from gridgate.gateway.tokens import (
     JwksFetcher,
     JwksVerifier,
     MemoryRevocationList,
-    RedisRevocationFeed,
     TokenVerifier,
 )
-from gridgate.gateway.upstream import Dispatcher
-from gridgate.internal_auth import InternalSigner
 from gridgate.logs.service import LogParts, spool_directory
 from gridgate.registry.client import Discovery, RegistryClient, RegistryUnavailable
 from gridgate.runtime import Runtime
@@ -57,15 +41,9 @@ class GatewayParts:
 
     runtime: Runtime
     holder: SnapshotHolder
-    nonces: NonceStore
-    limiter: RateLimiter
-    gates: Gates
-    dispatcher: Dispatcher
-    sink: AccessLogSink
     logs: LogParts
     verifier: TokenVerifier | None
     revocations: MemoryRevocationList
-    stages: list[Stage] = field(default_factory=list)
     discovery: Discovery | None = None
 
     @classmethod
@@ -79,13 +57,6 @@ class GatewayParts:
         """Wire the parts the settings name; ``verifier`` overrides the JWKS verifier (and
         ``revocations`` is then the list it consults)."""
         settings = runtime.settings
-        nonces: NonceStore
-        if settings.redis_url:
-            nonces = RedisNonceStore.from_url(settings.redis_url)
-            limiter = RateLimiter(limits_uri(settings.redis_url))
-        else:
-            nonces = MemoryNonceStore(settings.gateway_max_nonces)
-            limiter = RateLimiter("memory://")
         revocations = revocations or runtime.revocations
         if verifier is None:
             # Keys arrive from the accounts service's JWKS once a fetcher runs (see jobs).
@@ -95,63 +66,19 @@ class GatewayParts:
                 revoked=revocations,
                 max_lifetime_s=settings.token_max_lifetime_s,
             )
-        gates = Gates(
-            ConcurrencyGate(
-                settings.gateway_max_concurrency,
-                max_queue=settings.gateway_max_queue,
-                max_wait_s=settings.gateway_max_wait_ms / 1000,
-            )
-        )
-        logs = LogParts.build(runtime, engine_writes=settings.gateway_data_plane == "engine")
-        parts = cls(
+        return cls(
             runtime=runtime,
             holder=SnapshotHolder(runtime.db, runtime.box),
-            nonces=nonces,
-            limiter=limiter,
-            gates=gates,
-            dispatcher=Dispatcher(),
-            sink=logs.sink,
-            logs=logs,
+            # The engine appends the access records itself (spool or stream).
+            logs=LogParts.build(runtime, engine_writes=True),
             verifier=verifier,
             revocations=revocations,
         )
-        parts.stages = [
-            Route(),
-            ChannelAuth(nonces),
-            UserAuth(verifier),
-            Permission(),
-            DataScope(),
-            RateLimit(
-                limiter,
-                client_default=settings.gateway_client_rate_limit_per_s,
-                account_default=settings.gateway_account_rate_limit_per_s,
-            ),
-        ]
-        return parts
-
-    @property
-    def engine(self) -> bool:
-        """Whether the Rust engine serves the request path (settings ``gateway_data_plane``)."""
-        return self.runtime.settings.gateway_data_plane == "engine"
 
     @property
     def spool_directory(self) -> Path:
         """Where the engine appends access records when there is no Redis."""
         return spool_directory(self.runtime)
-
-    def app(self, probes: ASGIApp) -> GatewayApp:
-        """The gateway ASGI app (``probes`` answers /healthz, /readyz, /metrics)."""
-        return GatewayApp(
-            holder=self.holder,
-            stages=self.stages,
-            gates=self.gates,
-            dispatcher=self.dispatcher,
-            sink=self.sink,
-            probes=probes,
-            max_body_bytes=self.runtime.settings.gateway_max_body_bytes,
-            internal_signer=InternalSigner(self.runtime.internal_keys),
-            trusted_proxies=self.runtime.settings.gateway_trusted_proxies,
-        )
 
     def jobs(
         self,
@@ -172,25 +99,14 @@ class GatewayParts:
             self._run_dispatch(registry_urls),
             self.holder.run,
             # The engine appends the access records itself (spool or stream).
-            *self.logs.jobs(append=not self.engine, pipeline=pipeline),
+            *self.logs.jobs(append=False, pipeline=pipeline),
         ]
         settings = self.runtime.settings
         jwks_url = settings.accounts_jwks_url or jwks_url
         if isinstance(self.verifier, JwksVerifier) and jwks_url:
             jobs.append(JwksFetcher(jwks_url, self.verifier).run)
-        if settings.redis_url and not self.engine:  # the engine follows the feed itself
-            jobs.append(self._run_revocations(settings.redis_url))
+        # Revocations: the engine follows the Redis feed itself.
         return jobs
-
-    def _run_revocations(self, redis_url: str) -> Job:
-        async def run(stopping: asyncio.Event) -> None:
-            redis = Redis.from_url(redis_url)
-            try:
-                await RedisRevocationFeed(redis, self.revocations).run(stopping)
-            finally:
-                await redis.aclose()
-
-        return run
 
     def _run_dispatch(self, registry_urls: list[str]) -> Job:
         async def run(stopping: asyncio.Event) -> None:
@@ -221,13 +137,9 @@ class GatewayParts:
                             await asyncio.wait_for(stopping.wait(), timeout=_RETRY_S)
                 self.holder.on_change(follow)
                 self.discovery = discovery
-                self.dispatcher.source = discovery
                 await stopping.wait()
             finally:
                 await discovery.stop()
-                await self.dispatcher.close()
                 await client.aclose()
-                await self.nonces.close()
-                await self.limiter.close()
 
         return run

@@ -56,6 +56,7 @@ __all__ = [
     "SystemView",
     "compile_snapshot",
     "load_snapshot",
+    "required_level",
 ]
 
 _log = structlog.get_logger("gridgate.gateway.snapshot")
@@ -238,6 +239,29 @@ class Snapshot:
     def services(self) -> frozenset[str]:
         """The target services of the enabled interfaces (what discovery must follow)."""
         return frozenset(i.target_service for i in self.interfaces.values() if i.enabled)
+
+
+def required_level(snapshot: Snapshot, channel: str, interface: InterfaceView) -> int | None:
+    """The level a caller on ``channel`` needs for ``interface``; None when the channel may not.
+
+    The rule the engine applies on every request (``Snapshot::required_level``), over the same
+    compiled tables; the permissions bench and the tests decide with it here. The interface
+    permission says which channels may call; components and functions (``levels``) only raise
+    the level on their channel, or refuse there when disabled.
+    """
+    required = interface.min_level
+    code = interface.code
+    if code in snapshot.permissioned:
+        granted = snapshot.perm_levels.get((channel, code))
+        if granted is None:
+            return None
+        required = max(required, granted)
+    if code in snapshot.leveled and (channel, code) in snapshot.levels:
+        floor = snapshot.levels[(channel, code)]
+        if floor is None:
+            return None
+        required = max(required, floor)
+    return required
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,11 @@ import duckdb
 import orjson
 from sqlalchemy import select
 
-from gridgate.gateway.accesslog import AccessRecord
 from gridgate.logs.analysis import Analyzer
 from gridgate.logs.batcher import Batcher
 from gridgate.logs.buffer import SpoolBuffer
 from gridgate.logs.models import AnalyzedHour
+from gridgate.logs.record import AccessRecord
 from gridgate.logs.service import LogService
 from gridgate.logs.storage import ParquetStore
 from gridgate.storage.db import Database

@@ -20,10 +20,10 @@ import orjson
 import structlog
 from prometheus_client import Counter, Gauge
 
-from gridgate.gateway.accesslog import AccessRecord
 from gridgate.logs.analysis import Analyzer
 from gridgate.logs.batcher import Batcher
 from gridgate.logs.buffer import Lines, LogBuffer, RedisStreamBuffer, SpoolBuffer, StreamReaders
+from gridgate.logs.record import AccessRecord
 from gridgate.logs.retention import Retention
 from gridgate.logs.storage import ParquetStore
 from gridgate.runtime import Runtime
@@ -88,7 +88,9 @@ class PipelineState:
 
 
 class LogService:
-    """An :class:`~gridgate.gateway.accesslog.AccessLogSink` feeding a :class:`LogBuffer`."""
+    """Takes :class:`~gridgate.logs.record.AccessRecord` without blocking and appends them to a
+    :class:`LogBuffer` in batches (the gateway's engine appends its own; tests and the log bench
+    write through this)."""
 
     def __init__(
         self,
@@ -195,8 +197,7 @@ def build_buffer(runtime: Runtime, *, follow: bool = False) -> LogBuffer:
 
 @dataclass
 class LogParts:
-    """The log pipeline of one process: service (the gateway's sink), batcher, analysis and
-    retention."""
+    """The log pipeline of one process: service, batcher, analysis and retention."""
 
     service: LogService
     buffer: LogBuffer
@@ -238,11 +239,6 @@ class LogParts:
                 analysis_days=runtime.settings.analysis_retention_days,
             ),
         )
-
-    @property
-    def sink(self) -> LogService:
-        """What the gateway hands its records to."""
-        return self.service
 
     @property
     def shared(self) -> bool:

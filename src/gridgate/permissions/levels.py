@@ -1,6 +1,6 @@
 """Levels that components and functions add to interfaces, per channel (R6, R9, R10).
 
-The gateway decides with one rule (``required_level`` in gateway/stages.py and the engine's
+The gateway decides with one rule (``required_level`` in gateway/snapshot.py and the engine's
 ``Snapshot::required_level``): the interface's ``min_level``, its interface permission on the
 channel, and a *floor* per (channel, interface) compiled here. A floor only raises the level
 needed on that channel, or refuses the interface there; it never opens an interface to a

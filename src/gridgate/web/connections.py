@@ -14,10 +14,11 @@ probes included. A :class:`ConnectionGuard` per listener therefore:
   in use, so idle clients give their slots to new ones;
 - counts refusals and early closes in Prometheus, and logs them at most every 10 s.
 
-Both kinds of listener use it: the gateway's own server (:mod:`gridgate.web.http1`) and the
-uvicorn listeners (:mod:`gridgate.web.uvicorn_protocol`). The caps come from the settings and
-are fitted below the process's descriptor limit at start (:class:`ConnectionBudget`), with room
-kept for upstream connections, the database, Redis and files.
+The uvicorn listeners use it (:mod:`gridgate.web.uvicorn_protocol`); the gateway's engine
+enforces the same policy itself (``engine/src/connections.rs``), handed to it by
+:mod:`gridgate.server`. The caps come from the settings and are fitted below the process's
+descriptor limit at start (:class:`ConnectionBudget`), with room kept for upstream
+connections, the database, Redis and files.
 """
 
 from __future__ import annotations

@@ -92,9 +92,17 @@ class TrafficSummary:
 
 
 def log_traffic(
-    metrics: RequestMetrics, *, listener: str, interval_s: float = 60.0
+    metrics: RequestMetrics,
+    *,
+    listener: str,
+    interval_s: float = 60.0,
+    refresh: Callable[[], None] | None = None,
 ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
-    """A background job: one ``traffic`` line per ``interval_s`` in which requests came."""
+    """A background job: one ``traffic`` line per ``interval_s`` in which requests came.
+
+    ``refresh`` brings ``metrics`` up to date before each look, where another counts the
+    requests (the gateway's engine).
+    """
     summary = TrafficSummary(metrics)
 
     async def job(stopping: asyncio.Event) -> None:
@@ -103,6 +111,8 @@ def log_traffic(
                 await asyncio.wait_for(stopping.wait(), timeout=interval_s)
             if stopping.is_set():
                 return  # a part of a window: its line would say less than it seems to
+            if refresh is not None:
+                refresh()
             window = summary.take()
             if window is not None:
                 _log.info(

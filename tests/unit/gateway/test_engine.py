@@ -30,9 +30,9 @@ from gridgate.demo.data import generate_demo_data
 from gridgate.demo.seed import seed_demo
 from gridgate.errors import InternalSignatureInvalid
 from gridgate.gateway.engine import DataPlane, EngineConfig, compile_document, engine_available
+from gridgate.gateway.plane import copy_request_counts, request_counts
 from gridgate.gateway.signing import signed_headers
-from gridgate.gateway.snapshot import Snapshot, load_snapshot
-from gridgate.gateway.stages import required_level
+from gridgate.gateway.snapshot import Snapshot, load_snapshot, required_level
 from gridgate.internal_auth import InternalKeys, InternalVerifier
 from gridgate.logs.buffer import SpoolBuffer
 from gridgate.operators.audit import Actor
@@ -40,6 +40,7 @@ from gridgate.permissions.schemas import FunctionIn, InterfacePermissionIn, Menu
 from gridgate.permissions.services import PermissionService
 from gridgate.registry.client import InstanceInfo
 from gridgate.runtime import Runtime
+from gridgate.web.traffic import TrafficSummary
 from tests.conftest import make_settings
 
 
@@ -117,12 +118,16 @@ async def test_a_signed_call_passes_and_an_unsigned_one_is_refused(
     instance = InstanceInfo("notices-1", "notices", "127.0.0.1", port, 100, None, {}, True)
     version = plane.push(demo.snapshot, instances={"notices": [instance]})
     host, bound = plane.start()
+    traffic = TrafficSummary(request_counts(plane.metrics()))
     path, query = "/api/v1/notices/outages", "page=1&region=%E8%A5%BF%E6%B9%96"
     try:
         async with httpx.AsyncClient(base_url=f"http://{host}:{bound}", timeout=10) as client:
             headers = signed_headers("app", demo.secrets["app"], "GET", path, query=query)
             signed = await client.get(f"{path}?{query}", headers=headers)
             unsigned = await client.get(f"{path}?{query}")
+        # The traffic line reads the engine's own request series.
+        copy_request_counts(plane.metrics(), traffic.metrics)
+        window = traffic.take()
     finally:
         plane.stop(1.0)
 
@@ -143,6 +148,10 @@ async def test_a_signed_call_passes_and_an_unsigned_one_is_refused(
         (401, "channel.unknown", None),
     ]
     assert records[0]["upstream"] == "notices-1"
+
+    assert window is not None
+    assert (window.requests, window.refused, window.errors) == (2, 1, 0)
+    assert 0 < window.p99_s < 10
 
 
 async def test_the_document_carries_levels_canaries_and_instance_metadata(
@@ -220,7 +229,7 @@ async def test_the_document_carries_levels_canaries_and_instance_metadata(
         ("svc-1", None, None),
         ("svc-2", "2.0", "/hz"),
     ]
-    # The Python path decides from the same tables.
+    # The Python statement of the rule decides from the same tables.
     assert required_level(snapshot, "app", snapshot.interfaces["pay"]) == 2
     assert required_level(snapshot, "web", snapshot.interfaces["pay"]) is None
     assert required_level(snapshot, "app", snapshot.interfaces["bills"]) == 1

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gridgate.gateway.accesslog import AccessRecord
 from gridgate.logs.analysis import Analyzer
 from gridgate.logs.batcher import Batcher
 from gridgate.logs.buffer import LogBuffer, SpoolBuffer
+from gridgate.logs.record import AccessRecord
 from gridgate.logs.service import LogService
 from gridgate.logs.storage import ParquetStore
 from gridgate.storage.db import Database

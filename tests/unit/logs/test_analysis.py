@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from gridgate.gateway.accesslog import AccessRecord
 from gridgate.logs.models import ErrorHour, TrafficHour
+from gridgate.logs.record import AccessRecord
 from gridgate.logs.services import list_trajectory
 from gridgate.logs.sketches import RELATIVE_ACCURACY, ZERO_BELOW_MS
 from gridgate.logs.storage import hour_of

@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridgate.gateway.accesslog import AccessRecord
 from gridgate.logs.analysis import Analyzer, HourResult, Pending
 from gridgate.logs.batcher import decode
 from gridgate.logs.buffer import Entry
 from gridgate.logs.models import AccountAction, AnalyzedFile, AnalyzedHour, ErrorHour, TrafficHour
+from gridgate.logs.record import AccessRecord
 from gridgate.logs.services import list_top_failing
 from gridgate.logs.storage import ParquetStore, hour_of
 from gridgate.storage.db import Database

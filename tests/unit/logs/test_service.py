@@ -102,7 +102,7 @@ async def test_log_parts_move_records_into_the_analytics(runtime: Runtime) -> No
     stopping = asyncio.Event()
     jobs = [asyncio.create_task(job(stopping)) for job in parts.jobs()]
     for _ in range(5):
-        assert parts.sink.offer(record())
+        assert parts.service.offer(record())
 
     async def analysed() -> bool:
         return await _traffic(runtime) == 5
@@ -144,7 +144,7 @@ async def test_with_redis_gateways_only_append_and_the_logs_role_batches_and_ana
     jobs = [asyncio.create_task(job(stopping)) for job in gateway.jobs(pipeline=False)]
     try:
         for _ in range(5):
-            assert gateway.sink.offer(record())
+            assert gateway.service.offer(record())
 
         async def appended() -> bool:
             return gateway.service.status().appended == 5
@@ -188,6 +188,5 @@ async def test_a_gateway_batches_its_log_only_where_the_buffer_is_its_own(
     parts.jobs(["http://127.0.0.1:1"], log_pipeline=override)
     # The engine appends the gateway's records itself (spool or stream): never this process.
     assert asked == [{"append": False, "pipeline": pipeline}]
-    for closing in (parts.logs.buffer.close, parts.nonces.close, parts.limiter.close):
-        await closing()
+    await parts.logs.buffer.close()
     await runtime.close()

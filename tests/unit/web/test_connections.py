@@ -31,7 +31,7 @@ from gridgate.web.connections import (
 )
 from gridgate.web.uvicorn_protocol import guarded_protocol
 from tests.conftest import make_settings
-from tests.unit.web.test_http1 import GUARD_S, read_answer, read_refusal, read_rest, request, until
+from tests.support.wire import GUARD_S, read_answer, read_refusal, read_rest, request, until
 
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter
