@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::errors::GatewayError;
 use crate::exchange::Exchange;
 use crate::nonces::{NonceRefusal, NonceStore};
-use crate::signing::{WINDOW_S, verified_query};
+use crate::signing::{WINDOW_S, verified_query_with};
 use crate::snapshot::{Channel, Interface, Snapshot};
 
 /// The request-signing headers (api.md "Channel request signing").
@@ -85,8 +85,8 @@ pub fn check<'s>(
             "X-GG-Timestamp, X-GG-Nonce and X-GG-Signature are required".into(),
         ));
     }
-    let canonical = verified_query(
-        &channel.secret,
+    let canonical = verified_query_with(
+        &channel.key,
         signature,
         exchange.method.as_str(),
         exchange.path.as_bytes(),

@@ -6,9 +6,10 @@
 //! ```
 //! Signed: every ``x-gg-*`` header but ``x-gg-internal``, and ``x-trace-id``; values trimmed.
 
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use http::HeaderMap;
-use sha2::Sha256;
+
+use crate::signing::MacKey;
 
 fn signed(name: &str) -> bool {
     (name.starts_with("x-gg-") && name != "x-gg-internal") || name == "x-trace-id"
@@ -44,16 +45,15 @@ pub fn string_to_sign(
 
 /// The ``X-GG-Internal`` value of a call to ``service`` with these headers.
 pub fn header_value(
-    key: &[u8],
+    key: &MacKey,
     service: &str,
     timestamp: u64,
     method: &str,
     target: &str,
     headers: &HeaderMap,
 ) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    mac.update(&string_to_sign(service, timestamp, method, target, headers));
-    let digest = mac.finalize().into_bytes();
+    let message = string_to_sign(service, timestamp, method, target, headers);
+    let digest = key.mac(&message).finalize().into_bytes();
     let mut hex = String::with_capacity(64);
     for byte in digest {
         hex.push(char::from(b"0123456789abcdef"[(byte >> 4) as usize]));
@@ -94,7 +94,14 @@ mod tests {
         }
         let target = "/api/v1/customers/3300000001/bills?month=2026-10";
         assert_eq!(
-            header_value(&key, "billing", 1_764_720_000, "GET", target, &headers),
+            header_value(
+                &MacKey::new(&key),
+                "billing",
+                1_764_720_000,
+                "GET",
+                target,
+                &headers
+            ),
             "v1;billing;1764720000;8024397a25d35b3c1ecd65fdecf77915024311803d5f666964b4dfa2a68760a4"
         );
     }

@@ -17,6 +17,7 @@ use crate::dispatch::Balance;
 use crate::fields::{FieldFilter, FieldRule};
 use crate::health::Probe;
 use crate::route::Router;
+use crate::signing::MacKey;
 use crate::user_auth::keys_from_jwks;
 
 /// A channel as the document carries it.
@@ -202,7 +203,8 @@ pub struct Document {
 #[derive(Debug)]
 pub struct Channel {
     pub code: String,
-    pub secret: Vec<u8>,
+    /// The channel secret as an HMAC key made ready once per snapshot.
+    pub key: MacKey,
     pub enabled: bool,
     pub networks: Vec<IpNet>,
     pub rate_limit_per_s: Option<u32>,
@@ -271,7 +273,8 @@ pub struct Snapshot {
     pub instances: HashMap<String, Arc<Vec<Instance>>>,
     pub keys: HashMap<String, VerifyingKey>,
     pub revoked: HashMap<String, f64>,
-    pub internal_keys: HashMap<String, Vec<u8>>,
+    /// Per service: the ``X-GG-Internal`` key, made ready once per snapshot.
+    pub internal_keys: HashMap<String, MacKey>,
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
@@ -369,7 +372,7 @@ impl Snapshot {
             channels.insert(
                 doc.code.clone(),
                 Channel {
-                    secret: doc.secret.into_bytes(),
+                    key: MacKey::new(doc.secret.as_bytes()),
                     code: doc.code,
                     enabled: doc.enabled,
                     networks,
@@ -455,7 +458,7 @@ impl Snapshot {
             .into_iter()
             .map(|(service, hex)| {
                 hex_decode(&hex)
-                    .map(|key| (service.clone(), key))
+                    .map(|key| (service.clone(), MacKey::new(&key)))
                     .ok_or_else(|| format!("internal key of {service}: not hex"))
             })
             .collect::<Result<_, _>>()?;
