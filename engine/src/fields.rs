@@ -4,12 +4,11 @@
 //! one walk over the ruled keys only. Answers with no rule for the level, and answers that
 //! are not JSON, pass through unparsed.
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 
 use crate::errors::GatewayError;
 use crate::pii::Mask;
+use crate::snapshot::FastMap;
 
 /// Account levels: 0 registered, 1 primary (户号 bound), 2 advanced (real name verified).
 pub const LEVELS: std::ops::RangeInclusive<u8> = 0..=2;
@@ -131,13 +130,13 @@ fn prune(node: &mut Node) {
 /// Field rules compiled per level.
 #[derive(Debug, Default)]
 pub struct FieldFilter {
-    plans: HashMap<u8, Node>,
+    plans: FastMap<u8, Node>,
 }
 
 impl FieldFilter {
     /// The rules compiled into one plan per level.
     pub fn compile(rules: &[FieldRule]) -> Result<Self, String> {
-        let mut plans: HashMap<u8, Node> = HashMap::new();
+        let mut plans: FastMap<u8, Node> = FastMap::default();
         for rule in rules {
             let steps =
                 parse_path(&rule.path).map_err(|e| format!("field rule {:?}: {e}", rule.path))?;
@@ -185,7 +184,7 @@ impl FieldFilter {
                 mask,
             })
         }
-        let mut compiled = HashMap::new();
+        let mut compiled = FastMap::default();
         for (level, plan) in plans {
             let level: u8 = level.parse().map_err(|_| format!("plan level {level:?}"))?;
             compiled.insert(level, node(plan)?);

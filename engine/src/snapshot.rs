@@ -20,6 +20,14 @@ use crate::route::Router;
 use crate::signing::MacKey;
 use crate::user_auth::keys_from_jwks;
 
+/// The snapshot's maps: keyed by what the control plane compiled (codes, paths, services),
+/// which a caller only looks up and never inserts, so foldhash (randomly seeded per map) is
+/// enough; SipHash stays on the maps that grow from callers' input (nonces, rate windows,
+/// the token cache).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A set of the snapshot (see [`FastMap`]).
+pub type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
 /// A channel as the document carries it.
 #[derive(Deserialize, Debug, Clone)]
 pub struct ChannelDoc {
@@ -261,20 +269,20 @@ pub struct Snapshot {
     pub revision: i64,
     pub router: Router,
     pub interfaces: Vec<Interface>,
-    pub channels: HashMap<String, Channel>,
-    pub perm_levels: HashMap<(String, String), u8>,
-    pub permissioned: HashSet<String>,
+    pub channels: FastMap<String, Channel>,
+    pub perm_levels: FastMap<(String, String), u8>,
+    pub permissioned: FastSet<String>,
     /// (channel, interface) → the level components and functions ask there; None refuses.
-    pub levels: HashMap<(String, String), Option<u8>>,
+    pub levels: FastMap<(String, String), Option<u8>>,
     /// The interfaces with at least one entry in ``levels``.
-    pub leveled: HashSet<String>,
-    pub filters: HashMap<(String, Option<String>), Arc<FieldFilter>>,
+    pub leveled: FastSet<String>,
+    pub filters: FastMap<(String, Option<String>), Arc<FieldFilter>>,
     /// Per service: the healthy instances in address order, all of them when none is.
-    pub instances: HashMap<String, Arc<Vec<Instance>>>,
+    pub instances: FastMap<String, Arc<Vec<Instance>>>,
     pub keys: HashMap<String, VerifyingKey>,
     pub revoked: HashMap<String, f64>,
     /// Per service: the ``X-GG-Internal`` key, made ready once per snapshot.
-    pub internal_keys: HashMap<String, MacKey>,
+    pub internal_keys: FastMap<String, MacKey>,
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
@@ -358,7 +366,7 @@ impl Snapshot {
                 account_rate_limit_per_s: doc.account_rate_limit_per_s,
             });
         }
-        let mut channels = HashMap::new();
+        let mut channels = FastMap::default();
         for doc in document.channels {
             let networks = doc
                 .allowed_ips
@@ -380,7 +388,7 @@ impl Snapshot {
                 },
             );
         }
-        let perm_levels: HashMap<(String, String), u8> = document
+        let perm_levels: FastMap<(String, String), u8> = document
             .permissions
             .into_iter()
             .map(|p| ((p.channel, p.interface), p.min_level))
@@ -389,7 +397,7 @@ impl Snapshot {
             .keys()
             .map(|(_, interface)| interface.clone())
             .collect();
-        let levels: HashMap<(String, String), Option<u8>> = document
+        let levels: FastMap<(String, String), Option<u8>> = document
             .levels
             .into_iter()
             .map(|l| ((l.channel, l.interface), l.min_level))
@@ -415,7 +423,7 @@ impl Snapshot {
                     .push(rule),
             }
         }
-        let mut filters = HashMap::new();
+        let mut filters = FastMap::default();
         for ((interface, channel), rules) in specific {
             let mut all = general.get(&interface).cloned().unwrap_or_default();
             all.extend(rules);
