@@ -207,6 +207,14 @@ pub struct Document {
     pub internal_keys: HashMap<String, String>,
 }
 
+/// The field rules of one interface: for every channel, and a channel's own (which include
+/// the former).
+#[derive(Debug, Default)]
+pub struct InterfaceFilters {
+    pub general: Option<Arc<FieldFilter>>,
+    pub channels: FastMap<String, Arc<FieldFilter>>,
+}
+
 /// What the request path needs of a channel.
 #[derive(Debug)]
 pub struct Channel {
@@ -276,7 +284,8 @@ pub struct Snapshot {
     pub levels: FastMap<(String, String), Option<u8>>,
     /// The interfaces with at least one entry in ``levels``.
     pub leveled: FastSet<String>,
-    pub filters: FastMap<(String, Option<String>), Arc<FieldFilter>>,
+    /// Per interface: its field rules for every channel, and per channel.
+    pub filters: FastMap<String, InterfaceFilters>,
     /// Per service: the healthy instances in address order, all of them when none is.
     pub instances: FastMap<String, Arc<Vec<Instance>>>,
     pub keys: HashMap<String, VerifyingKey>,
@@ -423,22 +432,28 @@ impl Snapshot {
                     .push(rule),
             }
         }
-        let mut filters = FastMap::default();
+        let mut filters: FastMap<String, InterfaceFilters> = FastMap::default();
+        let mut put = |interface: String, channel: Option<String>, filter: FieldFilter| {
+            let entry = filters.entry(interface).or_default();
+            match channel {
+                Some(channel) => {
+                    entry.channels.insert(channel, Arc::new(filter));
+                }
+                None => entry.general = Some(Arc::new(filter)),
+            }
+        };
         for ((interface, channel), rules) in specific {
             let mut all = general.get(&interface).cloned().unwrap_or_default();
             all.extend(rules);
-            filters.insert(
-                (interface, Some(channel)),
-                Arc::new(FieldFilter::compile(&all)?),
-            );
+            put(interface, Some(channel), FieldFilter::compile(&all)?);
         }
         for (interface, rules) in general {
-            filters.insert((interface, None), Arc::new(FieldFilter::compile(&rules)?));
+            put(interface, None, FieldFilter::compile(&rules)?);
         }
         for doc in document.filters {
             let filter = FieldFilter::from_plans(&doc.plans)
                 .map_err(|e| format!("field rules of {}: {e}", doc.interface))?;
-            filters.insert((doc.interface, doc.channel), Arc::new(filter));
+            put(doc.interface, doc.channel, filter);
         }
         let instances = document
             .instances
@@ -498,14 +513,10 @@ impl Snapshot {
         interface: &str,
         channel: Option<&str>,
     ) -> Option<&Arc<FieldFilter>> {
-        if let Some(channel) = channel
-            && let Some(found) = self
-                .filters
-                .get(&(interface.to_owned(), Some(channel.to_owned())))
-        {
-            return Some(found);
-        }
-        self.filters.get(&(interface.to_owned(), None))
+        let for_interface = self.filters.get(interface)?;
+        channel
+            .and_then(|channel| for_interface.channels.get(channel))
+            .or(for_interface.general.as_ref())
     }
 
     /// The level a caller on ``channel`` needs for ``interface``; None when the channel may not.
