@@ -301,7 +301,8 @@ pub fn filter_body(
 /// (`RawValue`), so the output holds the same content as ``walk`` + ``to_vec`` would. One
 /// difference: off the plan serde_json checks the syntax only, so a lone surrogate escape
 /// (``"\ud800"``) or a number beyond f64 (``1e400``) there passes as it came, where a
-/// whole-document parse refused the answer; the fields the rules name are parsed in full.
+/// whole-document parse refused the answer; the fields the rules name are parsed in full. A
+/// repeated key keeps every copy, each ruled alike (a `Value` kept the last one only).
 fn filter_json(body: &[u8], plan: &Node) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::with_capacity(body.len());
     let mut reader = serde_json::Deserializer::from_slice(body);
@@ -723,6 +724,15 @@ mod tests {
             assert!(filter_json(broken.as_bytes(), plan).is_err(), "{broken}");
         }
         assert!(filter_json(b"{\"keep\":\"\xff\"}", plan).is_err());
+        // A repeated key: every copy ruled, none leaks.
+        assert_eq!(
+            filter_json(
+                r#"{"name":"张三","secret":1,"name":"李四","secret":2}"#.as_bytes(),
+                plan
+            )
+            .unwrap(),
+            r#"{"name":"张*","name":"李*"}"#.as_bytes()
+        );
         // Off the plan, serde_json checks the syntax only: a lone surrogate escape or a number
         // beyond f64 passes as it came (the Value walk refused the whole answer).
         for lenient in [r#"{"keep":"\ud800"}"#, r#"{"keep":1e400}"#] {
