@@ -23,11 +23,28 @@ pub fn string_to_sign(
     target: &str,
     headers: &HeaderMap,
 ) -> Vec<u8> {
-    let mut text = format!(
-        "v1\n{service}\n{timestamp}\n{}\n{target}\n",
-        method.to_ascii_uppercase()
-    )
-    .into_bytes();
+    let mut text = Vec::with_capacity(256 + target.len());
+    text.extend_from_slice(b"v1\n");
+    text.extend_from_slice(service.as_bytes());
+    text.push(b'\n');
+    // The decimal digits of the timestamp (no core::fmt on the request path).
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = timestamp;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    text.extend_from_slice(&digits[at..]);
+    text.push(b'\n');
+    text.extend(method.bytes().map(|b| b.to_ascii_uppercase()));
+    text.push(b'\n');
+    text.extend_from_slice(target.as_bytes());
+    text.push(b'\n');
     let mut chosen: Vec<(&str, &[u8])> = headers
         .iter()
         .filter(|(name, _)| signed(name.as_str()))
@@ -104,5 +121,9 @@ mod tests {
             ),
             "v1;billing;1764720000;8024397a25d35b3c1ecd65fdecf77915024311803d5f666964b4dfa2a68760a4"
         );
+        for timestamp in [0, 7, 10, 1_764_720_000, u64::MAX] {
+            let text = string_to_sign("s", timestamp, "get", "/t", &HeaderMap::new());
+            assert_eq!(text, format!("v1\ns\n{timestamp}\nGET\n/t\n").into_bytes());
+        }
     }
 }
