@@ -48,10 +48,10 @@ pub fn utc_now_iso() -> String {
     iso(now.as_secs() as i64, now.subsec_micros())
 }
 
-fn iso(seconds: i64, micros: u32) -> String {
+/// (year, month, day, seconds of the day) of a Unix time (Howard Hinnant's civil_from_days).
+fn civil(seconds: i64) -> (i64, i64, i64, i64) {
     let days = seconds.div_euclid(86_400);
     let rest = seconds.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -61,12 +61,42 @@ fn iso(seconds: i64, micros: u32) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, rest)
+}
+
+fn iso_formatted(seconds: i64, micros: u32) -> String {
+    let (year, month, day, rest) = civil(seconds);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}+00:00",
         rest / 3600,
         rest % 3600 / 60,
         rest % 60
     )
+}
+
+fn iso(seconds: i64, micros: u32) -> String {
+    let (year, month, day, rest) = civil(seconds);
+    if !(0..=9999).contains(&year) || micros > 999_999 {
+        return iso_formatted(seconds, micros);
+    }
+    // Written digit by digit: core::fmt cost a sixth of the access record.
+    let mut text = String::with_capacity(32);
+    for (value, width, after) in [
+        (year, 4, '-'),
+        (month, 2, '-'),
+        (day, 2, 'T'),
+        (rest / 3600, 2, ':'),
+        (rest % 3600 / 60, 2, ':'),
+        (rest % 60, 2, '.'),
+        (i64::from(micros), 6, '+'),
+    ] {
+        for place in (0..width).rev() {
+            text.push(char::from(b'0' + (value / 10_i64.pow(place) % 10) as u8));
+        }
+        text.push(after);
+    }
+    text.push_str("00:00");
+    text
 }
 
 /// Counters of the log path (the ``gridgate_log_records_*`` series).
@@ -430,6 +460,22 @@ mod tests {
             iso(1_764_720_000, 384_137),
             "2025-12-03T00:00:00.384137+00:00"
         );
+        // The digit-by-digit writing against core::fmt, leap days and the ends included.
+        let mut at: i64 = -62_167_219_200; // 0000-01-01
+        while at < 253_402_300_800 {
+            let micros = (at.rem_euclid(1_000_000)) as u32;
+            assert_eq!(iso(at, micros), iso_formatted(at, micros));
+            at += 7_777_777;
+        }
+        for at in [
+            0,
+            951_782_400,
+            253_402_300_799,
+            253_402_300_800,
+            -62_167_219_201,
+        ] {
+            assert_eq!(iso(at, 999_999), iso_formatted(at, 999_999));
+        }
         let line = String::from_utf8(serde_json::to_vec(&record()).unwrap()).unwrap();
         assert_eq!(
             line,

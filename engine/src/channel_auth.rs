@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::errors::GatewayError;
 use crate::exchange::Exchange;
 use crate::nonces::{NonceRefusal, NonceStore};
-use crate::signing::{WINDOW_S, verified_query};
+use crate::signing::{MacKey, WINDOW_S, verified_query_with};
 use crate::snapshot::{Channel, Interface, Snapshot, System};
 
 /// The request-signing headers (api.md "Channel request signing").
@@ -51,10 +51,10 @@ enum Signer<'s> {
 }
 
 impl Signer<'_> {
-    fn secret(&self) -> &[u8] {
+    fn key(&self) -> &MacKey {
         match self {
-            Signer::Channel(channel) => &channel.secret,
-            Signer::System(system) => &system.secret,
+            Signer::Channel(channel) => &channel.key,
+            Signer::System(system) => &system.key,
         }
     }
 
@@ -129,8 +129,8 @@ pub fn check<'s>(
             "X-GG-Timestamp, X-GG-Nonce and X-GG-Signature are required".into(),
         ));
     }
-    let canonical = verified_query(
-        signer.secret(),
+    let canonical = verified_query_with(
+        signer.key(),
         signature,
         exchange.method.as_str(),
         exchange.path.as_bytes(),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, HeaderName, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -327,8 +327,14 @@ impl Dispatcher {
 
 /// The answer's headers to pass on: not hop-by-hop, not the upstream's own trace id.
 pub fn answer_headers(mut headers: HeaderMap) -> HeaderMap {
-    for name in HOP_BY_HOP.iter().chain(&["x-trace-id"]) {
-        headers.remove(*name);
+    // One look at the few names the answer has, not a lookup for each name it might have.
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str() == "x-trace-id" || HOP_BY_HOP.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    for name in present {
+        headers.remove(name);
     }
     headers
 }

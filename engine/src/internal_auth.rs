@@ -6,9 +6,10 @@
 //! ```
 //! Signed: every ``x-gg-*`` header but ``x-gg-internal``, and ``x-trace-id``; values trimmed.
 
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use http::HeaderMap;
-use sha2::Sha256;
+
+use crate::signing::MacKey;
 
 fn signed(name: &str) -> bool {
     (name.starts_with("x-gg-") && name != "x-gg-internal") || name == "x-trace-id"
@@ -22,11 +23,28 @@ pub fn string_to_sign(
     target: &str,
     headers: &HeaderMap,
 ) -> Vec<u8> {
-    let mut text = format!(
-        "v1\n{service}\n{timestamp}\n{}\n{target}\n",
-        method.to_ascii_uppercase()
-    )
-    .into_bytes();
+    let mut text = Vec::with_capacity(256 + target.len());
+    text.extend_from_slice(b"v1\n");
+    text.extend_from_slice(service.as_bytes());
+    text.push(b'\n');
+    // The decimal digits of the timestamp (no core::fmt on the request path).
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = timestamp;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    text.extend_from_slice(&digits[at..]);
+    text.push(b'\n');
+    text.extend(method.bytes().map(|b| b.to_ascii_uppercase()));
+    text.push(b'\n');
+    text.extend_from_slice(target.as_bytes());
+    text.push(b'\n');
     let mut chosen: Vec<(&str, &[u8])> = headers
         .iter()
         .filter(|(name, _)| signed(name.as_str()))
@@ -44,16 +62,15 @@ pub fn string_to_sign(
 
 /// The ``X-GG-Internal`` value of a call to ``service`` with these headers.
 pub fn header_value(
-    key: &[u8],
+    key: &MacKey,
     service: &str,
     timestamp: u64,
     method: &str,
     target: &str,
     headers: &HeaderMap,
 ) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    mac.update(&string_to_sign(service, timestamp, method, target, headers));
-    let digest = mac.finalize().into_bytes();
+    let message = string_to_sign(service, timestamp, method, target, headers);
+    let digest = key.mac(&message).finalize().into_bytes();
     let mut hex = String::with_capacity(64);
     for byte in digest {
         hex.push(char::from(b"0123456789abcdef"[(byte >> 4) as usize]));
@@ -94,8 +111,19 @@ mod tests {
         }
         let target = "/api/v1/customers/3300000001/bills?month=2026-10";
         assert_eq!(
-            header_value(&key, "billing", 1_764_720_000, "GET", target, &headers),
+            header_value(
+                &MacKey::new(&key),
+                "billing",
+                1_764_720_000,
+                "GET",
+                target,
+                &headers
+            ),
             "v1;billing;1764720000;8024397a25d35b3c1ecd65fdecf77915024311803d5f666964b4dfa2a68760a4"
         );
+        for timestamp in [0, 7, 10, 1_764_720_000, u64::MAX] {
+            let text = string_to_sign("s", timestamp, "get", "/t", &HeaderMap::new());
+            assert_eq!(text, format!("v1\ns\n{timestamp}\nGET\n/t\n").into_bytes());
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! A segment trie: literal segments first, then one parameter child per level, with the same
 //! backtracking order as the Python router, so both route every path alike.
 
-use std::collections::HashMap;
+use crate::snapshot::FastMap;
 
 /// What routing found.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,10 +18,10 @@ pub enum Routed<'a> {
 
 #[derive(Default, Debug)]
 struct Node {
-    literal: HashMap<String, Node>,
+    literal: FastMap<String, Node>,
     param: Option<Box<Node>>,
-    by_method: HashMap<String, usize>,
-    param_names: HashMap<String, Vec<String>>,
+    by_method: FastMap<String, usize>,
+    param_names: FastMap<String, Vec<String>>,
 }
 
 /// The routing table of one snapshot.

@@ -95,7 +95,6 @@ pub fn string_to_sign(
     nonce: &[u8],
     body: &[u8],
 ) -> Vec<u8> {
-    let digest = Sha256::digest(body);
     let mut text = Vec::with_capacity(method.len() + path.len() + canonical.len() + 128);
     text.extend(method.bytes().map(|b| b.to_ascii_uppercase()));
     text.push(b'\n');
@@ -107,17 +106,47 @@ pub fn string_to_sign(
     text.push(b'\n');
     text.extend_from_slice(nonce);
     text.push(b'\n');
-    for byte in digest {
-        text.push(b"0123456789abcdef"[(byte >> 4) as usize]);
-        text.push(b"0123456789abcdef"[(byte & 15) as usize]);
+    if body.is_empty() {
+        text.extend_from_slice(EMPTY_BODY_SHA256);
+    } else {
+        for byte in Sha256::digest(body) {
+            text.push(b"0123456789abcdef"[(byte >> 4) as usize]);
+            text.push(b"0123456789abcdef"[(byte & 15) as usize]);
+        }
     }
     text
 }
 
+/// hex(sha256("")): the body hash of every request without a body (a GET), known beforehand.
+const EMPTY_BODY_SHA256: &[u8; 64] =
+    b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// An HMAC-SHA256 key made ready once (per snapshot): its inner and outer pads are hashed
+/// when it is made, so each MAC under it saves those two SHA-256 blocks.
+#[derive(Clone)]
+pub struct MacKey(HmacSha256);
+
+impl MacKey {
+    pub fn new(secret: &[u8]) -> Self {
+        Self(HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length"))
+    }
+
+    /// A MAC of ``message`` under this key, to finalize or verify.
+    pub fn mac(&self, message: &[u8]) -> HmacSha256 {
+        let mut mac = self.0.clone();
+        mac.update(message);
+        mac
+    }
+}
+
+impl std::fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MacKey(..)") // never the secret
+    }
+}
+
 fn mac(secret: &[u8], message: &[u8]) -> HmacSha256 {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(message);
-    mac
+    MacKey::new(secret).mac(message)
 }
 
 /// The base64 HMAC-SHA256 signature of a request under ``secret``.
@@ -153,12 +182,30 @@ pub fn verified_query(
     nonce: &[u8],
     body: &[u8],
 ) -> Option<String> {
+    let key = MacKey::new(secret);
+    verified_query_with(
+        &key, signature, method, path, raw_query, timestamp, nonce, body,
+    )
+}
+
+/// [`verified_query`] under a key made ready beforehand (the snapshot's channels).
+#[allow(clippy::too_many_arguments)]
+pub fn verified_query_with(
+    key: &MacKey,
+    signature: &[u8],
+    method: &str,
+    path: &[u8],
+    raw_query: &[u8],
+    timestamp: &str,
+    nonce: &[u8],
+    body: &[u8],
+) -> Option<String> {
     let canonical = canonical_query(raw_query);
     let message = string_to_sign(method, path, &canonical, timestamp, nonce, body);
     // A base64 HMAC-SHA256 is 44 characters: decode what was presented and let the MAC
     // compare in constant time.
     let presented = STANDARD.decode(signature).ok()?;
-    mac(secret, &message).verify_slice(&presented).ok()?;
+    key.mac(&message).verify_slice(&presented).ok()?;
     // Base64 has one encoding per digest only with canonical padding bits: compare the text
     // too, so that exactly the string Python accepts is accepted.
     let expected = STANDARD.encode(&presented);
@@ -325,6 +372,18 @@ mod tests {
                 Some(canonical)
             );
         }
+    }
+
+    #[test]
+    fn the_empty_body_hash_is_sha256_of_nothing() {
+        let hex: String = Sha256::digest(b"")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex.as_bytes(), EMPTY_BODY_SHA256);
+        let message = string_to_sign("GET", b"/p", "", "1", b"n", b"");
+        assert!(message.ends_with(hex.as_bytes()));
+        assert_eq!(format!("{:?}", MacKey::new(b"secret")), "MacKey(..)");
     }
 
     #[test]

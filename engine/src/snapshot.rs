@@ -17,7 +17,16 @@ use crate::dispatch::Balance;
 use crate::fields::{FieldFilter, FieldRule};
 use crate::health::Probe;
 use crate::route::Router;
+use crate::signing::MacKey;
 use crate::user_auth::keys_from_jwks;
+
+/// The snapshot's maps: keyed by what the control plane compiled (codes, paths, services),
+/// which a caller only looks up and never inserts, so foldhash (randomly seeded per map) is
+/// enough; SipHash stays on the maps that grow from callers' input (nonces, rate windows,
+/// the token cache).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A set of the snapshot (see [`FastMap`]).
+pub type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// A channel as the document carries it.
 #[derive(Deserialize, Debug, Clone)]
@@ -210,11 +219,20 @@ pub struct Document {
     pub internal_keys: HashMap<String, String>,
 }
 
+/// The field rules of one interface: for every channel, and a channel's own (which include
+/// the former).
+#[derive(Debug, Default)]
+pub struct InterfaceFilters {
+    pub general: Option<Arc<FieldFilter>>,
+    pub channels: FastMap<String, Arc<FieldFilter>>,
+}
+
 /// What the request path needs of a channel.
 #[derive(Debug)]
 pub struct Channel {
     pub code: String,
-    pub secret: Vec<u8>,
+    /// The channel secret as an HMAC key made ready once per snapshot.
+    pub key: MacKey,
     pub enabled: bool,
     pub networks: Vec<IpNet>,
     pub rate_limit_per_s: Option<u32>,
@@ -237,7 +255,8 @@ impl Channel {
 #[derive(Debug)]
 pub struct System {
     pub code: String,
-    pub secret: Vec<u8>,
+    /// The system's password as an HMAC key made ready once per snapshot.
+    pub key: MacKey,
     /// How the access record and the metrics name it: ``system:<code>``. Catalog codes
     /// cannot contain ``:``, so it never equals a channel's code.
     pub label: String,
@@ -282,20 +301,22 @@ pub struct Snapshot {
     pub revision: i64,
     pub router: Router,
     pub interfaces: Vec<Interface>,
-    pub channels: HashMap<String, Channel>,
-    pub systems: HashMap<String, System>,
-    pub perm_levels: HashMap<(String, String), u8>,
-    pub permissioned: HashSet<String>,
+    pub channels: FastMap<String, Channel>,
+    pub systems: FastMap<String, System>,
+    pub perm_levels: FastMap<(String, String), u8>,
+    pub permissioned: FastSet<String>,
     /// (channel, interface) → the level components and functions ask there; None refuses.
-    pub levels: HashMap<(String, String), Option<u8>>,
+    pub levels: FastMap<(String, String), Option<u8>>,
     /// The interfaces with at least one entry in ``levels``.
-    pub leveled: HashSet<String>,
-    pub filters: HashMap<(String, Option<String>), Arc<FieldFilter>>,
+    pub leveled: FastSet<String>,
+    /// Per interface: its field rules for every channel, and per channel.
+    pub filters: FastMap<String, InterfaceFilters>,
     /// Per service: the healthy instances in address order, all of them when none is.
-    pub instances: HashMap<String, Arc<Vec<Instance>>>,
+    pub instances: FastMap<String, Arc<Vec<Instance>>>,
     pub keys: HashMap<String, VerifyingKey>,
     pub revoked: HashMap<String, f64>,
-    pub internal_keys: HashMap<String, Vec<u8>>,
+    /// Per service: the ``X-GG-Internal`` key, made ready once per snapshot.
+    pub internal_keys: FastMap<String, MacKey>,
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
@@ -380,7 +401,7 @@ impl Snapshot {
                 account_rate_limit_per_s: doc.account_rate_limit_per_s,
             });
         }
-        let mut channels = HashMap::new();
+        let mut channels = FastMap::default();
         for doc in document.channels {
             let networks = doc
                 .allowed_ips
@@ -394,7 +415,7 @@ impl Snapshot {
             channels.insert(
                 doc.code.clone(),
                 Channel {
-                    secret: doc.secret.into_bytes(),
+                    key: MacKey::new(doc.secret.as_bytes()),
                     code: doc.code,
                     enabled: doc.enabled,
                     networks,
@@ -408,13 +429,13 @@ impl Snapshot {
             .map(|doc| {
                 let system = System {
                     label: format!("system:{}", doc.code),
-                    secret: doc.secret.into_bytes(),
+                    key: MacKey::new(doc.secret.as_bytes()),
                     code: doc.code,
                 };
                 (system.code.clone(), system)
             })
             .collect();
-        let perm_levels: HashMap<(String, String), u8> = document
+        let perm_levels: FastMap<(String, String), u8> = document
             .permissions
             .into_iter()
             .map(|p| ((p.channel, p.interface), p.min_level))
@@ -423,7 +444,7 @@ impl Snapshot {
             .keys()
             .map(|(_, interface)| interface.clone())
             .collect();
-        let levels: HashMap<(String, String), Option<u8>> = document
+        let levels: FastMap<(String, String), Option<u8>> = document
             .levels
             .into_iter()
             .map(|l| ((l.channel, l.interface), l.min_level))
@@ -449,22 +470,28 @@ impl Snapshot {
                     .push(rule),
             }
         }
-        let mut filters = HashMap::new();
+        let mut filters: FastMap<String, InterfaceFilters> = FastMap::default();
+        let mut put = |interface: String, channel: Option<String>, filter: FieldFilter| {
+            let entry = filters.entry(interface).or_default();
+            match channel {
+                Some(channel) => {
+                    entry.channels.insert(channel, Arc::new(filter));
+                }
+                None => entry.general = Some(Arc::new(filter)),
+            }
+        };
         for ((interface, channel), rules) in specific {
             let mut all = general.get(&interface).cloned().unwrap_or_default();
             all.extend(rules);
-            filters.insert(
-                (interface, Some(channel)),
-                Arc::new(FieldFilter::compile(&all)?),
-            );
+            put(interface, Some(channel), FieldFilter::compile(&all)?);
         }
         for (interface, rules) in general {
-            filters.insert((interface, None), Arc::new(FieldFilter::compile(&rules)?));
+            put(interface, None, FieldFilter::compile(&rules)?);
         }
         for doc in document.filters {
             let filter = FieldFilter::from_plans(&doc.plans)
                 .map_err(|e| format!("field rules of {}: {e}", doc.interface))?;
-            filters.insert((doc.interface, doc.channel), Arc::new(filter));
+            put(doc.interface, doc.channel, filter);
         }
         let instances = document
             .instances
@@ -492,7 +519,7 @@ impl Snapshot {
             .into_iter()
             .map(|(service, hex)| {
                 hex_decode(&hex)
-                    .map(|key| (service.clone(), key))
+                    .map(|key| (service.clone(), MacKey::new(&key)))
                     .ok_or_else(|| format!("internal key of {service}: not hex"))
             })
             .collect::<Result<_, _>>()?;
@@ -525,14 +552,10 @@ impl Snapshot {
         interface: &str,
         channel: Option<&str>,
     ) -> Option<&Arc<FieldFilter>> {
-        if let Some(channel) = channel
-            && let Some(found) = self
-                .filters
-                .get(&(interface.to_owned(), Some(channel.to_owned())))
-        {
-            return Some(found);
-        }
-        self.filters.get(&(interface.to_owned(), None))
+        let for_interface = self.filters.get(interface)?;
+        channel
+            .and_then(|channel| for_interface.channels.get(channel))
+            .or(for_interface.general.as_ref())
     }
 
     /// The level a caller on ``channel`` needs for ``interface``; None when the channel may not.

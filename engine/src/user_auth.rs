@@ -213,7 +213,9 @@ pub fn verify_token(
 
 /// Verified tokens until expiry, plus the sessions revoked since the last snapshot.
 pub struct TokenCache {
-    verified: DashMap<String, Arc<Claims>>,
+    /// Keyed by the token: only a token whose signature verified gets in, so callers cannot
+    /// choose the keys, and foldhash spares hashing 1 KiB tokens with SipHash.
+    verified: DashMap<String, Arc<Claims>, foldhash::fast::RandomState>,
     revoked: DashMap<String, f64>,
     /// The key ids the cache was filled under: a key change forgets every token.
     kids: Mutex<Vec<(String, [u8; 32])>>,
@@ -226,7 +228,7 @@ const UNKNOWN_KEY: &str = "unknown signing key";
 impl Default for TokenCache {
     fn default() -> Self {
         Self {
-            verified: DashMap::new(),
+            verified: DashMap::default(),
             revoked: DashMap::new(),
             kids: Mutex::new(Vec::new()),
             unknown_keys: AtomicU64::new(0),
