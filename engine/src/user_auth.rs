@@ -402,6 +402,90 @@ pub(crate) mod tests {
         assert_eq!(detail("a.b", now), "malformed token");
     }
 
+    /// A token with its own header (a JSON object), signed by ``key``.
+    fn token_with_header(key: &SigningKey, header: &Value, claims: &Value) -> String {
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = URL_SAFE_NO_PAD.encode(key.sign(signed.as_bytes()).to_bytes());
+        format!("{signed}.{signature}")
+    }
+
+    #[test]
+    fn refuses_the_header_and_time_tricks_the_python_verifier_refused() {
+        use hmac::Mac;
+        // The cases tests/unit/gateway/test_tokens.py checks on the Python verifier, here
+        // where tokens are verified since the Python request path was deleted.
+        let key = signing_key();
+        let keys = keys_from_jwks(&jwks(&key, "k1"));
+        let policy = TokenPolicy::default();
+        let now = 1_764_720_000.0;
+        let detail = |t: &str, at: f64| match verify_token(t, &keys, &policy, at) {
+            Err(GatewayError::InvalidToken(d)) => d,
+            other => panic!("{other:?}"),
+        };
+        let plain = claims(now, 1, &[]);
+        for extra in [json!({"crit": ["exp"]}), json!({"b64": false})] {
+            let mut header = json!({"alg": "EdDSA", "typ": "JWT", "kid": "k1"});
+            header
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            assert_eq!(
+                detail(&token_with_header(&key, &header, &plain), now),
+                "unsupported token algorithm or header"
+            );
+        }
+        // No kid: no key to check it with.
+        let no_kid = token_with_header(&key, &json!({"alg": "EdDSA"}), &plain);
+        assert_eq!(detail(&no_kid, now), "unknown signing key");
+        // HS256 "signed" with the public key as the secret (algorithm confusion).
+        let hs = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "kid": "k1"}).to_string()),
+            URL_SAFE_NO_PAD.encode(plain.to_string())
+        );
+        let mac = crate::signing::MacKey::new(&key.verifying_key().to_bytes()).mac(hs.as_bytes());
+        let forged = format!(
+            "{hs}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        );
+        assert_eq!(
+            detail(&forged, now),
+            "unsupported token algorithm or header"
+        );
+        // Issued in the future beyond the leeway; within it, accepted.
+        let leeway = policy.leeway_s;
+        let mut early = plain.clone();
+        early["iat"] = json!(now as i64 + leeway as i64 + 10);
+        early["exp"] = json!(now as i64 + 900);
+        assert_eq!(
+            detail(&token(&key, "k1", &early), now),
+            "token not yet valid"
+        );
+        let mut nbf = plain.clone();
+        nbf["nbf"] = json!(now as i64 + leeway as i64 + 10);
+        assert_eq!(detail(&token(&key, "k1", &nbf), now), "token not yet valid");
+        let mut skewed = plain.clone();
+        skewed["iat"] = json!(now as i64 + 1);
+        assert!(verify_token(&token(&key, "k1", &skewed), &keys, &policy, now).is_ok());
+        // Expired, but within the leeway: accepted; past it: refused.
+        let good = token(&key, "k1", &plain);
+        assert!(verify_token(&good, &keys, &policy, now + 900.0 + leeway - 1.0).is_ok());
+        assert_eq!(detail(&good, now + 900.0 + leeway + 1.0), "token expired");
+        // Every required claim must be there.
+        for name in REQUIRED {
+            let mut missing = plain.clone();
+            missing.as_object_mut().unwrap().remove(name);
+            assert!(
+                verify_token(&token(&key, "k1", &missing), &keys, &policy, now).is_err(),
+                "a token without {name} was accepted"
+            );
+        }
+    }
+
     #[test]
     fn the_cache_still_checks_revocation_and_forgets_on_key_change() {
         let key = signing_key();
