@@ -170,7 +170,9 @@ pub fn sign(
     STANDARD.encode(mac(secret, &message).finalize().into_bytes())
 }
 
-/// The canonical query when ``signature`` is right (compared in constant time), else None.
+/// The canonical query when ``signature`` is right (compared in constant time), else None
+/// (the tests' form; the request path keeps its keys ready: [`verified_query_with`]).
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub fn verified_query(
     secret: &[u8],
